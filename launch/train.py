@@ -1,0 +1,23 @@
+#!/usr/bin/env python
+"""Train a DDPM or a GAN: python launch/train.py [-m] model=ddpm,gan [hydra/launcher=slurm] ...
+
+Every job of the sweep is composed and checked first (bad config: one line, exit 2), then
+Hydra launches them: in this process (hydra/launcher=local) or on SLURM (hydra/launcher=slurm).
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from hpcgen.engine.hydra_entry import preflight_or_exit, run_job
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+def main(cfg: DictConfig) -> dict:
+    return run_job(cfg)
+
+
+if __name__ == "__main__":
+    preflight_or_exit(sys.argv[1:])
+    main()

@@ -1,0 +1,236 @@
+"""Typed configuration: dataclass schemas for what Hydra composes from configs/.
+
+Hydra composes YAML; `TrainConfig.from_dict` turns the composed tree into these dataclasses,
+rejecting unknown keys and wrong types, and each `__post_init__` checks values. Every error is a
+`ConfigError` whose message names the field, the bad value and what would work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message says which and what would."""
+
+
+def _check_choice(path: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{path}={value!r} is not valid: choose one of {', '.join(choices)}")
+
+
+def _check_positive(path: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{path}={value!r} is not valid: it must be {bound}")
+
+
+@dataclass
+class DataConfig:
+    """Where images come from and how they are shaped."""
+
+    name: str = "synthetic"  # synthetic | lsun_bedroom | folder
+    root: str = "~/.cache/hpcgen/data/toy_bedroom_32px"  # the shard directory
+    source: str | None = None  # folder of images (data=folder); LSUN lmdb (data issue)
+    resolution: int = 32
+    num_samples: int = 2048  # synthetic only: size of the generated set
+    samples_per_shard: int = 256
+    shuffle_buffer: int = 256
+
+    def __post_init__(self) -> None:
+        _check_choice("data.name", self.name, ("synthetic", "lsun_bedroom", "folder"))
+        if self.resolution < 8 or self.resolution & (self.resolution - 1):
+            raise ConfigError(
+                f"data.resolution={self.resolution} is not valid: use a power of two >= 8 "
+                "(e.g. 32, 64, 256)"
+            )
+        _check_positive("data.num_samples", self.num_samples)
+        _check_positive("data.samples_per_shard", self.samples_per_shard)
+        _check_positive("data.shuffle_buffer", self.shuffle_buffer, allow_zero=True)
+        if self.name == "folder" and not self.source:
+            raise ConfigError("data=folder needs data.source=<folder of images>")
+
+
+@dataclass
+class DDPMConfig:
+    """Minimal DDPM: eps-prediction U-Net on a linear beta schedule (Ho et al. 2020)."""
+
+    name: str = "ddpm"
+    preset: str = "small"  # tiny | small
+    diffusion_steps: int = 1000
+    sample_steps: int = 100  # respaced ancestral sampling for the sample grids
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    num_samples: int = 16  # images in each sample grid
+
+    def __post_init__(self) -> None:
+        _check_choice("model.name", self.name, ("ddpm",))
+        _check_choice("model.preset", self.preset, ("tiny", "small"))
+        _check_positive("model.diffusion_steps", self.diffusion_steps)
+        if not 1 <= self.sample_steps <= self.diffusion_steps:
+            raise ConfigError(
+                f"model.sample_steps={self.sample_steps} is not valid: use 1.."
+                f"{self.diffusion_steps} (model.diffusion_steps)"
+            )
+        _check_positive("model.lr", self.lr)
+        _check_positive("model.num_samples", self.num_samples)
+
+
+@dataclass
+class GANConfig:
+    """Minimal GAN: conv generator and discriminator, non-saturating logistic loss."""
+
+    name: str = "gan"
+    preset: str = "small"  # tiny | small
+    z_dim: int = 64
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 0.0
+    num_samples: int = 16
+
+    def __post_init__(self) -> None:
+        _check_choice("model.name", self.name, ("gan",))
+        _check_choice("model.preset", self.preset, ("tiny", "small"))
+        _check_positive("model.z_dim", self.z_dim)
+        _check_positive("model.lr_g", self.lr_g)
+        _check_positive("model.lr_d", self.lr_d)
+        _check_positive("model.num_samples", self.num_samples)
+
+
+@dataclass
+class TrainerConfig:
+    """The loop's schedule, in steps (one step = one optimizer update of every network)."""
+
+    max_steps: int = 300
+    batch_per_gpu: int = 16
+    global_batch: int | None = None  # when set, batch_per_gpu is derived from it
+    log_every_steps: int = 25
+    ckpt_every_steps: int = 100
+    sample_every_steps: int = 100
+    keep_last_ckpts: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_per_gpu", "log_every_steps", "ckpt_every_steps"):
+            _check_positive(f"trainer.{name}", getattr(self, name))
+        _check_positive("trainer.sample_every_steps", self.sample_every_steps)
+        _check_positive("trainer.keep_last_ckpts", self.keep_last_ckpts)
+        if self.global_batch is not None:
+            _check_positive("trainer.global_batch", self.global_batch)
+
+    def resolve_batch(self, world_size: int, grad_accum_steps: int) -> int:
+        """batch_per_gpu x grad_accum_steps x world_size = global batch; sets batch_per_gpu."""
+        if self.global_batch is not None:
+            per_step = world_size * grad_accum_steps
+            if self.global_batch % per_step:
+                raise ConfigError(
+                    f"trainer.global_batch={self.global_batch} does not divide over {world_size} "
+                    f"rank(s) x {grad_accum_steps} accumulation step(s): use a multiple of "
+                    f"{per_step}, or set trainer.batch_per_gpu instead"
+                )
+            self.batch_per_gpu = self.global_batch // per_step
+        return self.batch_per_gpu
+
+
+@dataclass
+class DeepSpeedConfig:
+    """The parts of a DeepSpeed config that hpcgen exposes; engine/ builds the JSON."""
+
+    zero_stage: int = 2
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    grad_accum_steps: int = 1
+    grad_clip: float = 0.0  # 0 disables clipping
+
+    def __post_init__(self) -> None:
+        _check_choice("deepspeed.zero_stage", self.zero_stage, (0, 1, 2, 3))
+        _check_choice("deepspeed.precision", self.precision, ("fp32", "bf16", "fp16"))
+        _check_positive("deepspeed.grad_accum_steps", self.grad_accum_steps)
+        _check_positive("deepspeed.grad_clip", self.grad_clip, allow_zero=True)
+
+
+MODEL_SCHEMAS: dict[str, type] = {"ddpm": DDPMConfig, "gan": GANConfig}
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training job needs; built from Hydra's composed config."""
+
+    model: DDPMConfig | GANConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, tree: dict[str, Any]) -> TrainConfig:
+        """Build from a plain (resolved) dict, e.g. OmegaConf.to_container(cfg, resolve=True)."""
+        tree = {k: v for k, v in tree.items() if k != "hydra"}
+        model = tree.get("model")
+        if not isinstance(model, dict) or model.get("name") not in MODEL_SCHEMAS:
+            name = model.get("name") if isinstance(model, dict) else model
+            raise ConfigError(
+                f"model={name!r} is not a known model: choose one of {', '.join(MODEL_SCHEMAS)}"
+            )
+        fields = {
+            "model": _build(MODEL_SCHEMAS[model["name"]], model, "model"),
+            "data": _build(DataConfig, tree.get("data", {}), "data"),
+            "trainer": _build(TrainerConfig, tree.get("trainer", {}), "trainer"),
+            "deepspeed": _build(DeepSpeedConfig, tree.get("deepspeed", {}), "deepspeed"),
+        }
+        extra = set(tree) - set(fields) - {"seed"}
+        if extra:
+            raise ConfigError(
+                f"unknown top-level config key(s) {', '.join(sorted(extra))}: known keys are "
+                "model, data, trainer, deepspeed, seed"
+            )
+        return cls(**fields, seed=_coerce(int, tree.get("seed", 0), "seed"))
+
+
+def _build(cls: type, values: Any, path: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} must be a mapping of fields, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown key {path}.{unknown[0]}: {path} takes {', '.join(sorted(known))}"
+        )
+    kwargs = {k: _coerce(hints[k], v, f"{path}.{k}") for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, path: str) -> Any:
+    """Check a YAML value against a type hint; accept ints for floats and lists for tuples."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, path)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{path}={value!r} has the wrong type: expected {hint}")
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{path}={value!r} must be a list of {len(args)} values")
+        return tuple(
+            _coerce(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
+        )
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and not (
+        isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+    ):
+        raise ConfigError(f"{path}={value!r} has the wrong type: expected {hint.__name__}")
+    return value

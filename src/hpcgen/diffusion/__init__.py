@@ -1,0 +1,1 @@
+"""Diffusion maths: pure tensor functions (no I/O, no DeepSpeed)."""

@@ -1,0 +1,172 @@
+"""Checkpoints: collective save into a temp dir, a manifest committed last, atomic `latest`.
+
+checkpoints/
+  .tmp-step_N/          being written: never loaded
+  step_N/<engine>/...   DeepSpeed files of each engine
+  step_N/hpcgen_rank00000.pt   per-rank state (step, data position, RNGs, task state)
+  step_N/COMMITTED      manifest: files, sizes, sha256, world size, step (written last)
+  latest                name of the newest committed checkpoint (temp file + rename + fsync)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hpcgen.engine.distributed import barrier, print0
+
+MANIFEST = "COMMITTED"
+LATEST = "latest"
+
+
+class CheckpointError(RuntimeError):
+    """No checkpoint can be loaded although one was expected; the message says what to do."""
+
+
+def rng_state() -> dict[str, Any]:
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def verify(ckpt: Path, world_size: int, hashes: bool = False) -> dict:
+    """The manifest of a committed checkpoint, or CheckpointError saying what is wrong."""
+    manifest_path = ckpt / MANIFEST
+    if not manifest_path.is_file():
+        raise CheckpointError(f"{ckpt} has no {MANIFEST} manifest: it was never committed")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (json.JSONDecodeError, KeyError) as err:
+        raise CheckpointError(f"{manifest_path} is corrupt ({err})") from err
+    if manifest.get("world_size") != world_size:
+        raise CheckpointError(
+            f"{ckpt} was saved by {manifest.get('world_size')} ranks but this job has "
+            f"{world_size}: resume with the same number of ranks"
+        )
+    for rel, meta in files.items():
+        path = ckpt / rel
+        if not path.is_file() or path.stat().st_size != meta["bytes"]:
+            raise CheckpointError(f"{path} is missing or its size differs from the manifest")
+        if hashes and _sha256(path) != meta["sha256"]:
+            raise CheckpointError(f"{path} does not match its sha256 in the manifest")
+    return manifest
+
+
+class CheckpointManager:
+    """Save, commit, find and load checkpoints of one run directory."""
+
+    def __init__(self, run_dir: Path, rank: int, world_size: int, keep_last: int) -> None:
+        self.dir = run_dir / "checkpoints"
+        self.rank, self.world_size, self.keep_last = rank, world_size, keep_last
+
+    def committed(self) -> list[Path]:
+        """Committed checkpoints, oldest first (by step)."""
+        if not self.dir.is_dir():
+            return []
+        found = [p for p in self.dir.glob("step_*") if (p / MANIFEST).is_file()]
+        return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+    def save(self, step: int, engines: dict[str, Any], state: dict[str, Any]) -> Path:
+        """Collective: every rank calls it. Returns the committed directory."""
+        name = f"step_{step:08d}"
+        tmp, final = self.dir / f".tmp-{name}", self.dir / name
+        if self.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)  # a save that died half-way
+            tmp.mkdir(parents=True)
+        barrier()
+        for key, engine in engines.items():
+            engine.save_checkpoint(str(tmp / key), tag="state", save_latest=False)
+        torch.save({**state, "rng": rng_state()}, tmp / f"hpcgen_rank{self.rank:05d}.pt")
+        barrier()
+        if self.rank == 0:
+            files = {}
+            for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
+                files[str(path.relative_to(tmp))] = {
+                    "bytes": path.stat().st_size,
+                    "sha256": _sha256(path),
+                }
+            manifest = {"step": step, "world_size": self.world_size, "files": files}
+            _write_atomic(tmp / MANIFEST, json.dumps(manifest, indent=1))
+            if final.exists():  # a committed one of the same step: keep the new one
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _write_atomic(self.dir / LATEST, name + "\n")
+            for old in self.committed()[: -self.keep_last]:
+                shutil.rmtree(old)
+        barrier()
+        return final
+
+    def find_latest(self) -> Path | None:
+        """The newest checkpoint that verifies, falling back loudly past broken ones."""
+        candidates = self.committed()
+        latest_file = self.dir / LATEST
+        if latest_file.is_file():
+            named = self.dir / latest_file.read_text().strip()
+            if named in candidates:  # prefer what `latest` names, then older ones
+                candidates = candidates[: candidates.index(named) + 1]
+        for ckpt in reversed(candidates):
+            try:
+                verify(ckpt, self.world_size)
+                return ckpt
+            except CheckpointError as err:
+                print0(f"WARNING: skipping checkpoint {ckpt}: {err}; trying an older one")
+        if latest_file.is_file() or any(self.dir.glob("step_*")):
+            raise CheckpointError(
+                f"{self.dir} has checkpoints but none verifies: inspect them, or move the "
+                "directory away to start this run from scratch"
+            )
+        return None
+
+    def load(self, ckpt: Path, engines: dict[str, Any]) -> dict[str, Any]:
+        """Collective: restore every engine and return this rank's hpcgen state."""
+        for key, engine in engines.items():
+            path, _ = engine.load_checkpoint(str(ckpt / key), tag="state")
+            if path is None:
+                raise CheckpointError(f"DeepSpeed could not load {ckpt / key}")
+        state = torch.load(ckpt / f"hpcgen_rank{self.rank:05d}.pt", weights_only=False)
+        set_rng_state(state.pop("rng"))
+        return state

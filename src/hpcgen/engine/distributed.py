@@ -1,0 +1,130 @@
+"""Rank layout from the scheduler, torch.distributed + DeepSpeed initialisation, rank-0 helpers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import zlib
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class RankLayout:
+    rank: int
+    local_rank: int
+    world_size: int
+    master_addr: str
+    master_port: int
+    source: str  # submitit | torchrun | slurm | single | reused
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _stable_port(job_id: str) -> int:
+    """A port derived from the job id: the same after a requeue, different per array task."""
+    return 20000 + zlib.crc32(job_id.encode()) % 20000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def detect_layout() -> RankLayout:
+    """Ranks from submitit's JobEnvironment, torchrun's variables, srun's, or a single process."""
+    if dist.is_initialized():  # an earlier job in this process (local launcher, tests)
+        return RankLayout(
+            dist.get_rank(),
+            int(os.environ.get("LOCAL_RANK", 0)),
+            dist.get_world_size(),
+            os.environ.get("MASTER_ADDR", "127.0.0.1"),
+            int(os.environ.get("MASTER_PORT", 0)),
+            "reused",
+        )
+    if "SUBMITIT_EXECUTOR" in os.environ and "SLURM_JOB_ID" in os.environ:
+        import submitit
+
+        env = submitit.JobEnvironment()
+        return RankLayout(
+            env.global_rank,
+            env.local_rank,
+            env.num_tasks,
+            env.hostnames[0],
+            _stable_port(env.job_id),
+            "submitit",
+        )
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return RankLayout(
+            int(os.environ["RANK"]),
+            int(os.environ.get("LOCAL_RANK", 0)),
+            int(os.environ["WORLD_SIZE"]),
+            os.environ.get("MASTER_ADDR", "127.0.0.1"),
+            int(os.environ.get("MASTER_PORT", 29500)),
+            "torchrun",
+        )
+    if "SLURM_PROCID" in os.environ and "SLURM_NTASKS" in os.environ:
+        from submitit.slurm.slurm import SlurmJobEnvironment
+
+        env = SlurmJobEnvironment()  # parses SLURM_* (hostnames too) without submitit's runner
+        return RankLayout(
+            env.global_rank,
+            env.local_rank,
+            env.num_tasks,
+            env.hostnames[0],
+            _stable_port(env.job_id),
+            "slurm",
+        )
+    return RankLayout(0, 0, 1, "127.0.0.1", _free_port(), "single")
+
+
+def init_distributed(layout: RankLayout) -> torch.device:
+    """Initialise torch.distributed (NCCL on GPUs, gloo on CPU) and DeepSpeed's comm, once.
+
+    A process that runs several jobs in a row (Hydra's local launcher) keeps its process group:
+    DeepSpeed caches groups, so destroying and re-creating one breaks the next engine.
+    """
+    cuda = torch.cuda.is_available()
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if cuda else "cpu")
+    # DeepSpeed's op probes compile test programs at import; their INFO lines are noise in logs
+    logging.getLogger("compilers").setLevel(logging.WARNING)
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    import deepspeed  # after DS_ACCELERATOR: it picks its accelerator at import
+
+    if not dist.is_initialized():
+        os.environ.update(
+            MASTER_ADDR=layout.master_addr,
+            MASTER_PORT=str(layout.master_port),
+            RANK=str(layout.rank),
+            LOCAL_RANK=str(layout.local_rank),
+            WORLD_SIZE=str(layout.world_size),
+        )
+        deepspeed.init_distributed(
+            dist_backend="nccl" if cuda else "gloo", auto_mpi_discovery=False, verbose=False
+        )
+    elif dist.get_world_size() != layout.world_size:
+        raise RuntimeError(
+            f"torch.distributed is already initialised with world size {dist.get_world_size()}, "
+            f"but this job needs {layout.world_size}: run each job in its own process"
+        )
+    if cuda:
+        torch.cuda.set_device(layout.local_rank)
+        return torch.device("cuda", layout.local_rank)
+    return torch.device("cpu")
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def print0(*args: object) -> None:
+    """Print from rank 0 only, flushed, so SLURM logs show lines as they happen."""
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print(*args, flush=True)

@@ -1,0 +1,144 @@
+"""train(cfg, run_dir): build, restore, train, close. One job, any number of ranks."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision.utils import save_image
+
+from hpcgen.config import ConfigError, TrainConfig
+from hpcgen.data.shards import ensure_shards, shard_paths
+from hpcgen.data.stream import ShardStream
+from hpcgen.engine.checkpoint import CheckpointManager
+from hpcgen.engine.deepspeed_engine import check_precision
+from hpcgen.engine.distributed import RankLayout, detect_layout, init_distributed, print0
+from hpcgen.engine.run_record import RunRecord, git_revision, slurm_job_id
+from hpcgen.engine.tasks import build_task
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def save_samples(task: Any, cfg: TrainConfig, run_dir: Path, step: int, is_main: bool) -> Path:
+    """A grid of samples from fixed seeds; every rank samples (ZeRO-3), rank 0 writes the PNG."""
+    images = task.sample(cfg.model.num_samples, cfg.data.resolution, seed=cfg.seed)
+    path = run_dir / "samples" / f"step_{step:08d}.png"
+    if is_main:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nrow = int(np.ceil(np.sqrt(images.shape[0])))
+        save_image((images + 1) / 2, path, nrow=nrow, padding=1)
+    return path
+
+
+def train(cfg: TrainConfig, run_dir: Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train one model to cfg.trainer.max_steps, resuming from the latest committed checkpoint."""
+    layout: RankLayout = detect_layout()
+    device = init_distributed(layout)
+    check_precision(cfg.deepspeed, device.type == "cuda")
+    cfg.trainer.resolve_batch(layout.world_size, cfg.deepspeed.grad_accum_steps)
+    seed_everything(cfg.seed * 1000 + layout.rank)
+    record = RunRecord(run_dir, enabled=layout.is_main)
+    print0(
+        f"[hpcgen] {cfg.model.name} on {layout.world_size} rank(s) ({layout.source}, "
+        f"{device.type}), run dir {run_dir}"
+    )
+
+    root, manifest = ensure_shards(cfg.data)
+    if manifest["resolution"] != cfg.data.resolution:
+        raise ConfigError(
+            f"shards in {root} are {manifest['resolution']}px but "
+            f"data.resolution={cfg.data.resolution}"
+        )
+    stream = ShardStream(
+        shard_paths(root, manifest),
+        cfg.trainer.batch_per_gpu,
+        layout.rank,
+        layout.world_size,
+        cfg.seed,
+        cfg.data.shuffle_buffer,
+    )
+    task = build_task(cfg, layout.rank, layout.world_size)
+    ckpts = CheckpointManager(run_dir, layout.rank, layout.world_size, cfg.trainer.keep_last_ckpts)
+
+    step, images_seen = 0, 0
+    latest = ckpts.find_latest()
+    if latest is not None:
+        state = ckpts.load(latest, task.engines)
+        step, images_seen = state["step"], state["images_seen"]
+        stream.load_state_dict(state["stream"])
+        task.load_state_dict(state["task"])
+        print0(f"[hpcgen] resumed from {latest} at step {step}")
+    global_batch = cfg.trainer.batch_per_gpu * cfg.deepspeed.grad_accum_steps * layout.world_size
+    record.update(
+        status="running",
+        model=cfg.model.name,
+        preset=cfg.model.preset,
+        world_size=layout.world_size,
+        parameters=task.parameters,
+        step=step,
+        max_steps=cfg.trainer.max_steps,
+        images_seen=images_seen,
+        preemptions=record.data.get("preemptions", 0),
+        git_revision=git_revision(),
+        slurm_job_id=slurm_job_id(),
+        overrides=overrides or [],
+        run_dir=str(run_dir),
+        data_root=str(root),
+        global_batch=global_batch,
+        started=time.time(),
+    )
+
+    last: dict[str, float] = {}
+    try:
+        busy_s, tick_step = 0.0, step  # img/s counts data + training time, not sampling/saving
+        while step < cfg.trainer.max_steps:
+            start = time.perf_counter()
+            batches = [stream.next_batch() for _ in range(cfg.deepspeed.grad_accum_steps)]
+            last = task.train_step(batches)
+            busy_s += time.perf_counter() - start
+            step += 1
+            images_seen += global_batch
+            done = step == cfg.trainer.max_steps
+            if step % cfg.trainer.log_every_steps == 0 or done:
+                rate = (step - tick_step) * global_batch / max(busy_s, 1e-9)
+                busy_s, tick_step = 0.0, step
+                metrics = {
+                    "step": step,
+                    "kimg": images_seen / 1000,
+                    "images_per_s": rate,
+                    **last,
+                    "time": time.time(),
+                }
+                record.log_metrics(metrics)
+                losses = " ".join(f"{k} {v:.4f}" for k, v in last.items())
+                print0(
+                    f"[hpcgen] step {step}/{cfg.trainer.max_steps} kimg "
+                    f"{images_seen / 1000:.2f} {rate:.1f} img/s {losses}"
+                )
+                record.update(step=step, images_seen=images_seen, last_losses=last)
+            if step % cfg.trainer.sample_every_steps == 0 or done:
+                save_samples(task, cfg, run_dir, step, layout.is_main)
+            if step % cfg.trainer.ckpt_every_steps == 0 or done:
+                state = {
+                    "step": step,
+                    "images_seen": images_seen,
+                    "stream": stream.state_dict(),
+                    "task": task.state_dict(),
+                }
+                path = ckpts.save(step, task.engines, state)
+                record.update(last_checkpoint=str(path))
+    except BaseException as err:
+        record.update(status="failed", error=f"{type(err).__name__}: {err}", ended=time.time())
+        raise
+    record.update(
+        status="completed", step=step, images_seen=images_seen, last_losses=last, ended=time.time()
+    )
+    return {"run_dir": str(run_dir), "step": step, "last_losses": last}

@@ -1,0 +1,1 @@
+"""GAN maths: losses and regularisers as pure functions."""

@@ -1,0 +1,151 @@
+"""Every config group composes into a valid TrainConfig; bad input fails before launch."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from hpcgen.config import ConfigError, DDPMConfig, GANConfig, TrainConfig
+from hpcgen.engine.hydra_entry import expand_sweep, preflight, to_train_config
+from tests.conftest import REPO, compose_train, run_train
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (REPO / "configs" / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "model,data,zero,launcher,experiment",
+    itertools.product(
+        options("model"),
+        options("data"),
+        options("deepspeed"),
+        options("hydra/launcher"),
+        ["null", *options("experiment")],
+    ),
+)
+def test_every_config_group_composes(model, data, zero, launcher, experiment, tmp_path):
+    overrides = [
+        f"model={model}",
+        f"data={data}",
+        f"deepspeed={zero}",
+        f"hydra/launcher={launcher}",
+        f"experiment={experiment}",
+    ]
+    if data == "folder":
+        overrides.append(f"data.source={tmp_path}")
+    cfg = compose_train(overrides)
+    train_cfg = to_train_config(cfg)
+    assert train_cfg.model.name == model
+    assert train_cfg.data.name == data
+    assert train_cfg.deepspeed.zero_stage == int(zero[-1])
+    assert (
+        "Slurm" in cfg.hydra.launcher._target_
+        if launcher == "slurm"
+        else "Basic" in cfg.hydra.launcher._target_
+    )
+    if experiment == "smoke":
+        assert train_cfg.model.preset == "tiny" and train_cfg.trainer.max_steps == 20
+
+
+def test_slurm_launcher_takes_cluster_settings_from_environment(monkeypatch):
+    monkeypatch.setenv("HPCGEN_SLURM_PARTITION", "gpu-long")
+    monkeypatch.setenv("HPCGEN_SLURM_ACCOUNT", "proj42")
+    monkeypatch.setenv("HPCGEN_SLURM_GPUS_PER_NODE", "4")
+    monkeypatch.setenv("HPCGEN_SLURM_TIME_MIN", "720")
+    launcher = compose_train(["hydra/launcher=slurm"]).hydra.launcher
+    assert launcher.partition == "gpu-long" and launcher.account == "proj42"
+    assert launcher.gpus_per_node == 4 and launcher.tasks_per_node == 4
+    assert launcher.timeout_min == 720 and launcher.qos is None
+
+
+def test_sweep_expands_to_cartesian_product():
+    combos = expand_sweep(["model=ddpm,gan", "seed=1,2", "trainer.max_steps=5"])
+    assert len(combos) == 4
+    assert ["model=gan", "seed=2", "trainer.max_steps=5"] in combos
+
+
+@pytest.mark.parametrize(
+    "tree,message",
+    [
+        ({"model": {"name": "vae"}}, "model='vae' is not a known model: choose one of ddpm, gan"),
+        ({"model": {"name": "ddpm", "lr": -1.0}}, "model.lr=-1.0"),
+        ({"model": {"name": "ddpm", "presett": "tiny"}}, "unknown key model.presett"),
+        ({"model": {"name": "gan", "preset": "huge"}}, "choose one of tiny, small"),
+        ({"model": {"name": "ddpm"}, "data": {"resolution": 48}}, "power of two"),
+        ({"model": {"name": "ddpm"}, "trainer": {"max_steps": "10"}}, "expected int"),
+        ({"model": {"name": "ddpm"}, "deepspeed": {"zero_stage": 4}}, "deepspeed.zero_stage=4"),
+        ({"model": {"name": "ddpm"}, "data": {"name": "folder"}}, "data.source"),
+    ],
+)
+def test_bad_values_name_the_field_and_the_fix(tree, message):
+    with pytest.raises(ConfigError, match=None) as err:
+        TrainConfig.from_dict(tree)
+    assert message in str(err.value)
+
+
+def test_defaults_build_typed_configs():
+    cfg = TrainConfig.from_dict({"model": {"name": "gan", "betas": [0.0, 0.99]}})
+    assert isinstance(cfg.model, GANConfig) and cfg.model.betas == (0.0, 0.99)
+    assert isinstance(TrainConfig.from_dict({"model": {"name": "ddpm"}}).model, DDPMConfig)
+
+
+def test_global_batch_must_divide_over_ranks():
+    cfg = TrainConfig.from_dict({"model": {"name": "ddpm"}, "trainer": {"global_batch": 64}})
+    assert cfg.trainer.resolve_batch(world_size=4, grad_accum_steps=2) == 8
+    with pytest.raises(ConfigError, match="does not divide over 3 rank"):
+        cfg.trainer.resolve_batch(world_size=3, grad_accum_steps=1)
+
+
+def test_preflight_rejects_a_global_batch_that_does_not_divide_over_slurm_ranks(slurm_cluster):
+    with pytest.raises(ConfigError, match="trainer.global_batch=10 does not divide over 4"):
+        preflight(
+            ["hydra/launcher=slurm", "hydra.launcher.tasks_per_node=4", "trainer.global_batch=10"]
+        )
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["model=vae"], "unknown model 'vae': choose one of ddpm, gan"),
+        (["-m", "model=ddpm,gan", "data=nope"], "unknown data 'nope'"),
+        (["data=lsun_bedroom", "data.root=/no/such/shards"], "data.root=/no/such/shards"),
+        (["data=folder", "data.source=/no/such/images"], "data.source=/no/such/images"),
+        (["data=folder"], "data.source has no value"),
+        (
+            ["trainer.global_batch=10", "hydra/launcher=slurm", "hydra.launcher.tasks_per_node=3"],
+            None,
+        ),
+        (["trainer.bacth_per_gpu=4"], "unknown key trainer.bacth_per_gpu"),
+    ],
+)
+def test_train_rejects_bad_input_in_one_line_with_status_2(args, message, tmp_path):
+    result = run_train(args, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hpcgen: error: "), result.stderr
+    if message:
+        assert message in lines[0]
+    assert not any(tmp_path.iterdir()), "nothing may be written before preflight passes"
+
+
+def test_slurm_launcher_without_slurm_says_how_to_start_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "missing-slurm.conf"))
+    result = run_train(["-m", "model=ddpm,gan", "hydra/launcher=slurm"], cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert "SLURM is not reachable" in result.stderr
+    assert "slurm/local-cluster.sh start" in result.stderr
+
+
+def test_manifest_of_lsun_root_is_checked(tmp_path):
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"shards": [{"name": "shard-000000.tar", "count": 1, "bytes": 10}]})
+    )
+    cfg = compose_train(["data=lsun_bedroom", f"data.root={tmp_path}"])
+    from hpcgen.data.shards import read_manifest
+
+    with pytest.raises(ConfigError, match="shard-000000.tar is missing"):
+        read_manifest(Path(to_train_config(cfg).data.root))
