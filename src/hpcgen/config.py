@@ -20,7 +20,9 @@ class ConfigError(ValueError):
 
 def _check_choice(path: str, value: Any, choices: tuple) -> None:
     if value not in choices:
-        raise ConfigError(f"{path}={value!r} is not valid: choose one of {', '.join(choices)}")
+        raise ConfigError(
+            f"{path}={value!r} is not valid: choose one of {', '.join(map(str, choices))}"
+        )
 
 
 def _check_positive(path: str, value: float, allow_zero: bool = False) -> None:

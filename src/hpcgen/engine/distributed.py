@@ -31,6 +31,11 @@ def _stable_port(job_id: str) -> int:
     return 20000 + zlib.crc32(job_id.encode()) % 20000
 
 
+def _master_addr(hostnames: list[str]) -> str:
+    """Loopback when every task is on this node (node names need not resolve), else node 0."""
+    return "127.0.0.1" if len(set(hostnames)) == 1 else hostnames[0]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -56,7 +61,7 @@ def detect_layout() -> RankLayout:
             env.global_rank,
             env.local_rank,
             env.num_tasks,
-            env.hostnames[0],
+            _master_addr(list(env.hostnames)),
             _stable_port(env.job_id),
             "submitit",
         )
@@ -77,7 +82,7 @@ def detect_layout() -> RankLayout:
             env.global_rank,
             env.local_rank,
             env.num_tasks,
-            env.hostnames[0],
+            _master_addr(list(env.hostnames)),
             _stable_port(env.job_id),
             "slurm",
         )
@@ -98,15 +103,16 @@ def init_distributed(layout: RankLayout) -> torch.device:
     import deepspeed  # after DS_ACCELERATOR: it picks its accelerator at import
 
     if not dist.is_initialized():
-        os.environ.update(
-            MASTER_ADDR=layout.master_addr,
-            MASTER_PORT=str(layout.master_port),
-            RANK=str(layout.rank),
-            LOCAL_RANK=str(layout.local_rank),
-            WORLD_SIZE=str(layout.world_size),
-        )
+        # explicit init_method/rank/world size: no MASTER_* or RANK left in os.environ for
+        # child processes to mistake for a torchrun layout; DeepSpeed reads LOCAL_RANK only
+        os.environ.setdefault("LOCAL_RANK", str(layout.local_rank))
         deepspeed.init_distributed(
-            dist_backend="nccl" if cuda else "gloo", auto_mpi_discovery=False, verbose=False
+            dist_backend="nccl" if cuda else "gloo",
+            auto_mpi_discovery=False,
+            verbose=False,
+            init_method=f"tcp://{layout.master_addr}:{layout.master_port}",
+            rank=layout.rank,
+            world_size=layout.world_size,
         )
     elif dist.get_world_size() != layout.world_size:
         raise RuntimeError(

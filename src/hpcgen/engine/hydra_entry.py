@@ -21,6 +21,7 @@ from hpcgen import slurm
 from hpcgen.config import ConfigError, TrainConfig
 from hpcgen.console import print_summary
 from hpcgen.data.shards import MANIFEST, data_root, list_images
+from hpcgen.engine.run_record import read_run
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 
@@ -152,14 +153,14 @@ class SweepSummary(Callback):
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         print_summary([Path(config.hydra.runtime.output_dir)], "hpcgen run")
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if "Slurm" in str(config.hydra.launcher.get("_target_", "")):
+            slurm.watch_with_squeue_when_accounting_is_off()
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(config.hydra.sweep.dir)
-        runs = (
-            sorted(
-                (p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()),
-                key=lambda p: int(p.name),
-            )
-            if sweep.is_dir()
-            else []
-        )
+        jobs = [p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()]
+        runs = sorted(jobs, key=lambda p: int(p.name))
+        job_ids = [r["slurm_job_id"] for r in map(read_run, runs) if r and r.get("slurm_job_id")]
+        slurm.wait_until_finished(job_ids)  # results are in; let SLURM close the jobs first
         print_summary(runs, f"hpcgen sweep {sweep}")

@@ -1,0 +1,100 @@
+"""Real DeepSpeed (CPU accelerator, gloo) training of both models, checkpoints and resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+from hpcgen.engine.checkpoint import CheckpointError, CheckpointManager, verify
+from hpcgen.engine.hydra_entry import to_train_config
+from hpcgen.engine.loop import train
+from tests.conftest import compose_train, run_train
+
+pytestmark = pytest.mark.slow
+
+
+def smoke_config(model: str, *extra: str):
+    return to_train_config(compose_train([f"model={model}", "experiment=smoke", *extra]))
+
+
+def weights(run_dir, step, engine):
+    path = run_dir / f"checkpoints/step_{step:08d}/{engine}/state/mp_rank_00_model_states.pt"
+    return torch.load(path, weights_only=False)["module"]
+
+
+@pytest.mark.parametrize("model", ["ddpm", "gan"])
+def test_training_writes_the_run_directory(model, tmp_path):
+    result = train(smoke_config(model), tmp_path, ["experiment=smoke"])
+    assert result["step"] == 20
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["status"] == "completed" and run["model"] == model and run["step"] == 20
+    assert run["world_size"] == 1 and run["preemptions"] == 0 and "git_revision" in run
+    networks = {"ddpm": {"unet"}, "gan": {"generator", "discriminator"}}[model]
+    assert set(run["parameters"]) == networks and all(n > 1000 for n in run["parameters"].values())
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [5, 10, 15, 20]
+    assert all(m["images_per_s"] > 0 for m in metrics)
+    grid = Image.open(tmp_path / "samples" / "step_00000020.png")
+    assert grid.size == (3 * 17 + 1, 3 * 17 + 1)  # 8 samples of 16 px, 3 per row, 1 px padding
+    assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step_00000020"
+    manifest = verify(tmp_path / "checkpoints" / "step_00000020", world_size=1, hashes=True)
+    assert manifest["step"] == 20
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+
+
+def test_losses_go_down_on_the_toy_bedrooms(tmp_path):
+    train(smoke_config("ddpm", "trainer.max_steps=60"), tmp_path)
+    losses = [json.loads(line)["loss"] for line in open(tmp_path / "metrics.jsonl")]
+    assert losses[-1] < 0.6 * losses[0], losses
+
+
+@pytest.mark.parametrize("model", ["ddpm", "gan"])
+def test_resumed_run_matches_uninterrupted_run(model, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(smoke_config(model), straight)
+    train(smoke_config(model, "trainer.max_steps=10"), split)
+    train(smoke_config(model), split)  # resumes from step 10
+    for engine in {"ddpm": ["unet"], "gan": ["generator", "discriminator"]}[model]:
+        a, b = weights(straight, 20, engine), weights(split, 20, engine)
+        for name in a:
+            assert torch.equal(a[name], b[name]), f"{engine}.{name} differs after resume"
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+    train(smoke_config("ddpm"), tmp_path)
+    ckpts = CheckpointManager(tmp_path, rank=0, world_size=1, keep_last=2)
+    broken = tmp_path / "checkpoints" / "step_00000020" / "hpcgen_rank00000.pt"
+    broken.write_bytes(broken.read_bytes()[:100])
+    assert ckpts.find_latest() == tmp_path / "checkpoints" / "step_00000010"
+    assert "skipping checkpoint" in capsys.readouterr().out
+    shutil.rmtree(tmp_path / "checkpoints" / "step_00000010")
+    with pytest.raises(CheckpointError, match="none verifies"):
+        ckpts.find_latest()
+
+
+def test_uncommitted_checkpoint_is_never_loaded(tmp_path):
+    train(smoke_config("ddpm", "trainer.max_steps=10"), tmp_path)
+    step10 = tmp_path / "checkpoints" / "step_00000010"
+    (step10 / "COMMITTED").rename(tmp_path / "COMMITTED.bak")
+    ckpts = CheckpointManager(tmp_path, rank=0, world_size=1, keep_last=2)
+    with pytest.raises(CheckpointError):
+        ckpts.find_latest()
+
+
+def test_local_multirun_trains_both_models_and_prints_the_table(tmp_path):
+    result = run_train(
+        ["-m", "model=ddpm,gan", "experiment=smoke", f"hydra.sweep.dir={tmp_path}/sweep"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job, model in ((0, "ddpm"), (1, "gan")):
+        run = json.loads((tmp_path / "sweep" / str(job) / "run.json").read_text())
+        assert run["model"] == model and run["status"] == "completed"
+        assert (tmp_path / "sweep" / str(job) / ".hydra" / "config.yaml").is_file()
+    out = result.stdout
+    assert "hpcgen sweep" in out and out.count("COMPLETED") == 2
+    assert "ddpm" in out and "gan" in out and "20/20" in out
