@@ -49,6 +49,8 @@ def make_engine(
     """Wrap a plain module in a DeepSpeed engine with AdamW (torch's, no compiled op needed)."""
     import deepspeed
 
+    # DeepSpeed casts parameters to bf16/fp16 but not buffers (BatchNorm statistics): cast both
+    model = model.to(compute_dtype(cfg))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, config=ds_config(cfg, batch_per_gpu, world_size)

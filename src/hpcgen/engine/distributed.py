@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
@@ -102,6 +103,8 @@ def init_distributed(layout: RankLayout) -> torch.device:
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     import deepspeed  # after DS_ACCELERATOR: it picks its accelerator at import
 
+    if cuda:  # before NCCL starts, so it does not guess the device from the global rank
+        torch.cuda.set_device(layout.local_rank)
     if not dist.is_initialized():
         # explicit init_method/rank/world size: no MASTER_* or RANK left in os.environ for
         # child processes to mistake for a torchrun layout; DeepSpeed reads LOCAL_RANK only
@@ -114,15 +117,13 @@ def init_distributed(layout: RankLayout) -> torch.device:
             rank=layout.rank,
             world_size=layout.world_size,
         )
+        atexit.register(dist.destroy_process_group)  # once per process, not per job
     elif dist.get_world_size() != layout.world_size:
         raise RuntimeError(
             f"torch.distributed is already initialised with world size {dist.get_world_size()}, "
             f"but this job needs {layout.world_size}: run each job in its own process"
         )
-    if cuda:
-        torch.cuda.set_device(layout.local_rank)
-        return torch.device("cuda", layout.local_rank)
-    return torch.device("cpu")
+    return torch.device("cuda", layout.local_rank) if cuda else torch.device("cpu")
 
 
 def barrier() -> None:

@@ -19,6 +19,11 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def _noise_generator(device: torch.device, seed: int, rank: int) -> torch.Generator:
+    """Training noise of one rank, on the engine's device; its state is checkpointed."""
+    return torch.Generator(device=device).manual_seed(seed * 100_003 + rank)
+
+
 def _module_dtype(module: nn.Module) -> torch.dtype:
     return next(module.parameters()).dtype
 
@@ -43,7 +48,7 @@ class DDPMTask:
         self.sample_steps = mcfg.sample_steps
         self.betas = linear_betas(mcfg.diffusion_steps)
         self.alpha_bar = alpha_bars(self.betas)
-        self.generator = torch.Generator().manual_seed(cfg.seed * 100_003 + rank)
+        self.generator = _noise_generator(self.engine.device, cfg.seed, rank)
 
     def train_step(self, micro_batches: list[torch.Tensor]) -> dict[str, float]:
         total = 0.0
@@ -100,11 +105,11 @@ class GANTask:
         self.g = make_engine(generator, lr=mcfg.lr_g, **common)
         self.d = make_engine(discriminator, lr=mcfg.lr_d, **common)
         self.engines = {"generator": self.g, "discriminator": self.d}
-        self.generator = torch.Generator().manual_seed(cfg.seed * 100_003 + rank)
+        self.generator = _noise_generator(self.g.device, cfg.seed, rank)
 
     def _latents(self, n: int) -> torch.Tensor:
-        z = torch.randn(n, self.z_dim, generator=self.generator)
-        return z.to(self.g.device, _module_dtype(self.g.module))
+        z = torch.randn(n, self.z_dim, generator=self.generator, device=self.generator.device)
+        return z.to(_module_dtype(self.g.module))
 
     def train_step(self, micro_batches: list[torch.Tensor]) -> dict[str, float]:
         loss_d = loss_g = 0.0

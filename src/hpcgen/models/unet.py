@@ -66,7 +66,7 @@ class UNet(nn.Module):
         self.base_channels = channels
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        emb = self.time_mlp(timestep_embedding(t, self.base_channels))  # (B, E)
+        emb = self.time_mlp(timestep_embedding(t, self.base_channels).to(x.dtype))  # (B, E)
         h = self.stem(x)
         skips = []
         for i, block in enumerate(self.down):

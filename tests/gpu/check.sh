@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# GPU check for a lent device machine (never run by CI): the CUDA + NCCL path of the real
+# entry point, fp32 / bf16 / fp16 under DeepSpeed ZeRO-2, and images/s of each.
+# Usage (repo root): tests/gpu/check.sh   — wheels in .whl/ are installed to /tmp/site first.
+set -uo pipefail
+export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PYTHONPATH
+fi
+out=${OUT:-/tmp/hpcgen-gpu}
+export HPCGEN_DATA_DIR=/tmp/hpcgen-data HPCGEN_OUTPUT_DIR=$out/runs
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, deepspeed; print('torch', torch.__version__, 'deepspeed', deepspeed.__version__, 'cuda', torch.cuda.is_available(), 'bf16', torch.cuda.is_bf16_supported())"
+for run in ddpm:fp32 ddpm:bf16 ddpm:fp16 gan:fp32 gan:bf16; do
+  model=${run%:*} prec=${run#*:}
+  start=$(date +%s)
+  python3 launch/train.py model=$model deepspeed.precision=$prec data.resolution=32 \
+    trainer.max_steps=300 trainer.batch_per_gpu=128 trainer.log_every_steps=100 \
+    trainer.sample_every_steps=300 trainer.ckpt_every_steps=300 \
+    hydra.run.dir="$HPCGEN_OUTPUT_DIR/$model-$prec" >"$out/$model-$prec.log" 2>&1
+  rc=$?
+  echo "== $model $prec rc=$rc wall=$(( $(date +%s) - start ))s"
+  grep -E "^\[hpcgen\]|Error|error:" "$out/$model-$prec.log" | tail -n 6
+done
+cp "$HPCGEN_OUTPUT_DIR"/ddpm-bf16/samples/step_00000300.png "$out/ddpm-bf16.png" 2>/dev/null
+cp "$HPCGEN_OUTPUT_DIR"/gan-bf16/samples/step_00000300.png "$out/gan-bf16.png" 2>/dev/null
+rm -rf "$HPCGEN_OUTPUT_DIR"
