@@ -16,7 +16,13 @@ from hpcgen.data.shards import ensure_shards, shard_paths
 from hpcgen.data.stream import ShardStream
 from hpcgen.engine.checkpoint import CheckpointManager
 from hpcgen.engine.deepspeed_engine import check_precision
-from hpcgen.engine.distributed import RankLayout, detect_layout, init_distributed, print0
+from hpcgen.engine.distributed import (
+    RankLayout,
+    detect_layout,
+    init_distributed,
+    mean_over_ranks,
+    print0,
+)
 from hpcgen.engine.run_record import RunRecord, git_revision, slurm_job_id
 from hpcgen.engine.tasks import build_task
 
@@ -108,6 +114,7 @@ def train(cfg: TrainConfig, run_dir: Path, overrides: list[str] | None = None) -
             images_seen += global_batch
             done = step == cfg.trainer.max_steps
             if step % cfg.trainer.log_every_steps == 0 or done:
+                last = mean_over_ranks(last)  # the losses of all ranks, not rank 0's alone
                 rate = (step - tick_step) * global_batch / max(busy_s, 1e-9)
                 busy_s, tick_step = 0.0, step
                 metrics = {
