@@ -58,4 +58,8 @@ def print_summary(run_dirs: list[Path], title: str) -> list[dict[str, Any]]:
     rows = run_rows(run_dirs)
     console = Console(width=None if Console().is_terminal else 160)
     console.print(summary_table(rows, title))
+    for row in rows:  # where to look next
+        grids = sorted((Path(row["run_dir"]) / "samples").glob("step_*.png"))
+        if grids:
+            console.print(f"{row['model']} samples: {grids[-1]}", highlight=False)
     return rows

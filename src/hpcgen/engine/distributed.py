@@ -141,8 +141,11 @@ def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     """Average scalars over all ranks (a collective: every rank calls it with the same keys)."""
     if not dist.is_initialized() or dist.get_world_size() == 1 or not values:
         return values
-    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() \
+    device = (
+        torch.device("cuda", torch.cuda.current_device())
+        if torch.cuda.is_available()
         else torch.device("cpu")
+    )
     keys = sorted(values)
     t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
