@@ -143,3 +143,56 @@ def test_manifest_of_lsun_root_is_checked(tmp_path):
 
     with pytest.raises(ConfigError, match="shard-000000.tar is missing"):
         read_manifest(Path(to_train_config(cfg).data.root))
+
+
+@pytest.mark.parametrize("data", options("data"))
+def test_prepare_config_composes_for_every_data_source(data, tmp_path):
+    from hpcgen.engine.hydra_entry import compose_jobs, to_prepare_config
+
+    (cfg,) = compose_jobs(
+        [f"data={data}", f"data.source={tmp_path}", "num_tasks=4", "task_index=3"], "prepare"
+    )
+    data_cfg, task_index, num_tasks = to_prepare_config(cfg)
+    assert data_cfg.name == data and (task_index, num_tasks) == (3, 4)
+
+
+def test_prepare_on_slurm_becomes_an_array_of_shard_ranges():
+    from hpcgen.engine.hydra_entry import prepare_array_argv
+
+    assert prepare_array_argv(["data=folder", "hydra/launcher=slurm", "num_tasks=3"]) == [
+        "-m",
+        "data=folder",
+        "hydra/launcher=slurm",
+        "num_tasks=3",
+        "task_index=range(3)",
+    ]
+    assert prepare_array_argv(["hydra/launcher=slurm"])[-2:] == [
+        "task_index=range(8)",
+        "num_tasks=8",
+    ]
+    assert prepare_array_argv(["data=folder"]) == ["data=folder"]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["data=folder", "data.source=/no/such/images"], "data.source=/no/such/images"),
+        (["data=lsun_bedroom"], "needs data.source"),
+        (["data.format=gif", "data.source=/tmp"], "data.format='gif' is not valid"),
+        (["num_tasks=2", "task_index=2", "data.source=/tmp"], "task_index=2 num_tasks=2"),
+    ],
+)
+def test_prepare_rejects_bad_input_in_one_line_with_status_2(args, message, tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, str(REPO / "launch" / "prepare.py"), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -79,3 +80,65 @@ def test_two_ranks_on_one_node_train_under_zero2(slurm_cluster, tmp_path):
     }
     manifest = json.loads((ckpt / "COMMITTED").read_text())
     assert manifest["world_size"] == 2
+
+
+def test_prepare_runs_as_an_array_and_matches_a_local_prepare(slurm_cluster, tmp_path):
+    import sys
+
+    from hpcgen.config import DataConfig
+    from hpcgen.data.shards import prepare
+
+    common = [
+        "data=synthetic",
+        "data.num_samples=120",
+        "data.samples_per_shard=20",
+        "data.resolution=16",
+    ]
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "launch" / "prepare.py"),
+            *common,
+            f"data.root={tmp_path / 'hydra'}",
+            "hydra/launcher=slurm",
+            "num_tasks=3",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "Bypassing sacct error" not in result.stdout + result.stderr
+    assert len(list((tmp_path / "sweep").glob(".submitit/*_2"))) == 1  # 3 array tasks
+    sbatch = subprocess.run(
+        [
+            "sbatch",
+            "--wait",
+            "--array=0-1",
+            f"--output={tmp_path}/prep-%a.out",
+            str(REPO / "slurm" / "prepare_array.sbatch"),
+            *common,
+            f"data.root={tmp_path / 'sb'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HPCGEN_PYTHON": sys.executable},
+    )
+    assert sbatch.returncode == 0, sbatch.stderr + "".join(
+        p.read_text() for p in tmp_path.glob("prep-*.out")
+    )
+    local = prepare(
+        DataConfig(
+            root=str(tmp_path / "local"), resolution=16, num_samples=120, samples_per_shard=20
+        ),
+        log=lambda *_: None,
+    )
+
+    def shards(root):
+        return json.loads((root / "manifest.json").read_text())["shards"]
+
+    assert shards(tmp_path / "hydra") == shards(tmp_path / "sb") == local["shards"]

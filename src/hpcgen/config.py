@@ -33,15 +33,20 @@ def _check_positive(path: str, value: float, allow_zero: bool = False) -> None:
 
 @dataclass
 class DataConfig:
-    """Where images come from and how they are shaped."""
+    """Where images come from, how shards are written, and how the stream reads them."""
 
     name: str = "synthetic"  # synthetic | lsun_bedroom | folder
     root: str = "~/.cache/hpcgen/data/toy_bedroom_32px"  # the shard directory
-    source: str | None = None  # folder of images (data=folder); LSUN lmdb (data issue)
+    source: str | None = None  # LSUN lmdb dir, folder of images or zip (prepare reads it)
     resolution: int = 32
     num_samples: int = 2048  # synthetic only: size of the generated set
     samples_per_shard: int = 256
+    filter: str = "lanczos"  # resize filter at preparation: lanczos | box | bicubic | bilinear
+    format: str = "png"  # shard image encoding: png (lossless) | jpeg | webp
+    quality: int = 95  # jpeg / webp quality
     shuffle_buffer: int = 256
+    num_workers: int = 1  # DataLoader worker processes per rank (0: read in the main process)
+    hflip: bool = True  # random horizontal flips in the stream
 
     def __post_init__(self) -> None:
         _check_choice("data.name", self.name, ("synthetic", "lsun_bedroom", "folder"))
@@ -52,9 +57,14 @@ class DataConfig:
             )
         _check_positive("data.num_samples", self.num_samples)
         _check_positive("data.samples_per_shard", self.samples_per_shard)
+        _check_choice("data.filter", self.filter, ("lanczos", "box", "bicubic", "bilinear"))
+        _check_choice("data.format", self.format, ("png", "jpeg", "webp"))
+        if not 1 <= self.quality <= 100:
+            raise ConfigError(f"data.quality={self.quality} is not valid: use 1..100")
         _check_positive("data.shuffle_buffer", self.shuffle_buffer, allow_zero=True)
+        _check_positive("data.num_workers", self.num_workers, allow_zero=True)
         if self.name == "folder" and not self.source:
-            raise ConfigError("data=folder needs data.source=<folder of images>")
+            raise ConfigError("data=folder needs data.source=<folder or zip of images>")
 
 
 @dataclass
@@ -179,10 +189,10 @@ class TrainConfig:
                 f"model={name!r} is not a known model: choose one of {', '.join(MODEL_SCHEMAS)}"
             )
         fields = {
-            "model": _build(MODEL_SCHEMAS[model["name"]], model, "model"),
-            "data": _build(DataConfig, tree.get("data", {}), "data"),
-            "trainer": _build(TrainerConfig, tree.get("trainer", {}), "trainer"),
-            "deepspeed": _build(DeepSpeedConfig, tree.get("deepspeed", {}), "deepspeed"),
+            "model": build_section(MODEL_SCHEMAS[model["name"]], model, "model"),
+            "data": build_section(DataConfig, tree.get("data", {}), "data"),
+            "trainer": build_section(TrainerConfig, tree.get("trainer", {}), "trainer"),
+            "deepspeed": build_section(DeepSpeedConfig, tree.get("deepspeed", {}), "deepspeed"),
         }
         extra = set(tree) - set(fields) - {"seed"}
         if extra:
@@ -193,7 +203,8 @@ class TrainConfig:
         return cls(**fields, seed=_coerce(int, tree.get("seed", 0), "seed"))
 
 
-def _build(cls: type, values: Any, path: str) -> Any:
+def build_section(cls: type, values: Any, path: str) -> Any:
+    """Build dataclass `cls` from a mapping, naming `path.key` in every error."""
     if not isinstance(values, dict):
         raise ConfigError(f"{path} must be a mapping of fields, got {values!r}")
     hints = typing.get_type_hints(cls)

@@ -1,7 +1,12 @@
-"""Webdataset tar shards: writing them (atomically, manifest last) and checking them.
+"""Sources to webdataset tar shards: resumable, parallel over tasks, manifest written last.
 
-Layout of `data.root`: shard-000000.tar, shard-000001.tar, ... and manifest.json, written last.
-Each sample is `{key}.img.png` plus `{key}.id.txt` (the source id).
+Layout of `data.root`:
+  shard-000000.tar ...        `{key}.img.{png,jpg,webp}` + `{key}.id.txt` per sample
+  .shard-000000.json ...      per-shard record (count, bytes, sha256, skipped), after its tar
+  manifest.json               written last, once every shard has its record
+
+Shard k always holds source ids [k * n, (k + 1) * n); task t of T writes shards t, t + T, ...
+Re-running skips shards that have their record, so a killed job resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -10,156 +15,57 @@ import fcntl
 import hashlib
 import io
 import json
+import math
 import os
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import webdataset as wds
 from PIL import Image
 
+import hpcgen
 from hpcgen.config import ConfigError, DataConfig
-from hpcgen.data.synthetic import toy_bedroom
+from hpcgen.data.sources import open_source
 
 MANIFEST = "manifest.json"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+FILTERS = {
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+}
+EXTENSIONS = {"png": "img.png", "jpeg": "img.jpg", "webp": "img.webp"}
 
 
 def data_root(cfg: DataConfig) -> Path:
     return Path(cfg.root).expanduser().resolve()
 
 
-def read_manifest(root: Path) -> dict:
-    """The manifest of a complete shard directory; ConfigError when it is missing or broken."""
-    path = root / MANIFEST
-    if not path.is_file():
-        raise ConfigError(
-            f"data.root={root} holds no {MANIFEST}: it is not a complete shard directory. "
-            "Point data.root at shards written by hpcgen, or use data=synthetic / data=folder "
-            "data.source=<images> to write them on first use"
-        )
-    try:
-        manifest = json.loads(path.read_text())
-        shards = manifest["shards"]
-        for shard in shards:
-            file = root / shard["name"]
-            if not file.is_file() or file.stat().st_size != shard["bytes"]:
-                raise ConfigError(
-                    f"shard {file} is missing or has the wrong size (manifest says "
-                    f"{shard['bytes']} bytes): delete {root} to rewrite it, or restore the file"
-                )
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ConfigError(f"{path} is corrupt ({err}): delete {root} to rewrite it") from err
-    return manifest
-
-
-def shard_paths(root: Path, manifest: dict) -> list[str]:
-    return [str(root / shard["name"]) for shard in manifest["shards"]]
-
-
-def write_shards(
-    root: Path, samples: Iterable[tuple[str, Image.Image]], samples_per_shard: int, meta: dict
-) -> dict:
-    """Write (source_id, image) pairs as PNG shards; each shard via a temp name, manifest last."""
-    root.mkdir(parents=True, exist_ok=True)
-    shards: list[dict] = []
-    it = iter(samples)
-    index = 0
-    while True:
-        name = f"shard-{len(shards):06d}.tar"
-        tmp = root / f".{name}.tmp"
-        count = 0
-        with wds.TarWriter(str(tmp)) as sink:
-            for source_id, image in _take(it, samples_per_shard):
-                buf = io.BytesIO()
-                image.save(buf, format="PNG")
-                sink.write(
-                    {"__key__": f"{index:09d}", "img.png": buf.getvalue(), "id.txt": source_id}
-                )
-                index += 1
-                count += 1
-        if count == 0:
-            tmp.unlink()
-            break
-        os.replace(tmp, root / name)
-        shards.append(
-            {
-                "name": name,
-                "count": count,
-                "bytes": (root / name).stat().st_size,
-                "sha256": _sha256(root / name),
-            }
-        )
-    if not shards:
-        raise ConfigError(f"no images to write into {root}: the source is empty")
-    manifest = {"format_version": FORMAT_VERSION, "total": index, "shards": shards, **meta}
-    tmp = root / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, root / MANIFEST)
-    return manifest
-
-
-def ensure_shards(cfg: DataConfig) -> tuple[Path, dict]:
-    """Return (root, manifest), writing synthetic or folder shards on first use (under a lock)."""
-    root = data_root(cfg)
-    if cfg.name == "lsun_bedroom":
-        return root, read_manifest(root)
-    root.mkdir(parents=True, exist_ok=True)
-    with _locked(root / ".lock"):
-        if (root / MANIFEST).is_file():
-            manifest = read_manifest(root)
-            _check_matches(cfg, root, manifest)
-            return root, manifest
-        meta = {"source": cfg.name, "resolution": cfg.resolution, "filter": "box"}
-        if cfg.name == "synthetic":
-            samples = ((f"toy-{i}", toy_bedroom(i, cfg.resolution)) for i in range(cfg.num_samples))
-        else:
-            files = list_images(Path(cfg.source).expanduser())
-            meta["source_path"] = str(Path(cfg.source).expanduser().resolve())
-            samples = ((str(f), _load_square(f, cfg.resolution)) for f in files)
-        return root, write_shards(root, samples, cfg.samples_per_shard, meta)
-
-
-def list_images(source: Path) -> list[Path]:
-    if not source.is_dir():
-        raise ConfigError(f"data.source={source} does not exist or is not a folder of images")
-    files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ConfigError(
-            f"data.source={source} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
-        )
-    return files
-
-
-def _load_square(path: Path, resolution: int) -> Image.Image:
-    """Centre crop to a square, then an antialiased box resize to resolution."""
-    with Image.open(path) as im:
+def preprocess(raw: bytes, resolution: int, resample: str) -> Image.Image:
+    """Decode, centre-crop to a square, resize (antialiased filter), RGB. Raises on bad bytes."""
+    if not raw:
+        raise ValueError("zero-byte image")
+    with Image.open(io.BytesIO(raw)) as im:
+        im.load()  # decode now: a truncated file fails here, not later
         im = im.convert("RGB")
-        side = min(im.size)
-        left, top = (im.width - side) // 2, (im.height - side) // 2
-        im = im.crop((left, top, left + side, top + side))
-        return im.resize((resolution, resolution), Image.Resampling.BOX)
+    side = min(im.size)
+    left, top = (im.width - side) // 2, (im.height - side) // 2
+    im = im.crop((left, top, left + side, top + side))
+    if side != resolution:
+        im = im.resize((resolution, resolution), FILTERS[resample])
+    return im
 
 
-def _check_matches(cfg: DataConfig, root: Path, manifest: dict) -> None:
-    want = {"resolution": cfg.resolution, "source": cfg.name}
-    if cfg.name == "synthetic":
-        want["total"] = cfg.num_samples
-    got = {k: manifest.get(k) for k in want}
-    if got != want:
-        raise ConfigError(
-            f"the shards in data.root={root} were written for {got}, but this run asks for "
-            f"{want}: choose another data.root or delete {root}"
-        )
-
-
-def _take(it: Iterator, n: int) -> Iterator:
-    for _ in range(n):
-        try:
-            yield next(it)
-        except StopIteration:
-            return
+def encode(image: Image.Image, fmt: str, quality: int) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "png":
+        image.save(buf, format="PNG")
+    else:
+        image.save(buf, format=fmt.upper(), quality=quality)
+    return buf.getvalue()
 
 
 def _sha256(path: Path) -> str:
@@ -168,6 +74,167 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def _record_path(root: Path, shard: int) -> Path:
+    return root / f".shard-{shard:06d}.json"
+
+
+def _shard_done(root: Path, shard: int) -> bool:
+    record = _record_path(root, shard)
+    if not record.is_file():
+        return False
+    meta = json.loads(record.read_text())
+    tar = root / meta["name"]
+    return tar.is_file() and tar.stat().st_size == meta["bytes"]
+
+
+def write_shard(root: Path, shard: int, source, ids: list[str], cfg: DataConfig) -> dict:
+    """Write one shard via a temp name; skip (and list) images that do not decode."""
+    name = f"shard-{shard:06d}.tar"
+    tmp = root / f".{name}.tmp"
+    count, skipped = 0, []
+    with wds.TarWriter(str(tmp), mtime=0.0) as sink:  # mtime 0: byte-identical reruns
+        for image_id in ids:
+            try:
+                image = preprocess(source.read(image_id), cfg.resolution, cfg.filter)
+            except Exception as err:  # any decoder error: count it, list it, go on
+                skipped.append({"id": image_id, "reason": f"{type(err).__name__}: {err}"})
+                continue
+            key = f"{shard:06d}{count:06d}"
+            sink.write(
+                {
+                    "__key__": key,
+                    EXTENSIONS[cfg.format]: encode(image, cfg.format, cfg.quality),
+                    "id.txt": image_id,
+                }
+            )
+            count += 1
+    os.replace(tmp, root / name)
+    record = {
+        "name": name,
+        "count": count,
+        "bytes": (root / name).stat().st_size,
+        "sha256": _sha256(root / name),
+        "skipped": skipped,
+    }
+    _write_json_atomic(_record_path(root, shard), record)
+    return record
+
+
+def prepare(cfg: DataConfig, task_index: int = 0, num_tasks: int = 1, log=print) -> dict | None:
+    """Write this task's shards; the task that completes the set writes the manifest."""
+    if not 0 <= task_index < num_tasks:
+        raise ConfigError(f"task_index={task_index} is not in 0..{num_tasks - 1} (num_tasks)")
+    source = open_source(cfg.name, cfg.source, cfg.num_samples, cfg.resolution)
+    root = data_root(cfg)
+    root.mkdir(parents=True, exist_ok=True)
+    n_shards = math.ceil(len(source.ids) / cfg.samples_per_shard)
+    mine = range(task_index, n_shards, num_tasks)
+    for shard in mine:
+        if _shard_done(root, shard):
+            continue
+        lo = shard * cfg.samples_per_shard
+        record = write_shard(root, shard, source, source.ids[lo : lo + cfg.samples_per_shard], cfg)
+        log(
+            f"[prepare] {record['name']}: {record['count']} images, "
+            f"{len(record['skipped'])} skipped"
+        )
+    with _locked(root / ".lock"):
+        if (root / MANIFEST).is_file():
+            return read_manifest(root)
+        if not all(_shard_done(root, k) for k in range(n_shards)):
+            log(f"[prepare] task {task_index}/{num_tasks} done; other tasks still writing")
+            return None
+        records = [json.loads(_record_path(root, k).read_text()) for k in range(n_shards)]
+        skipped = [s for r in records for s in r.pop("skipped")]
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "total": sum(r["count"] for r in records),
+            "shards": records,
+            "resolution": cfg.resolution,
+            "filter": cfg.filter,
+            "format": cfg.format,
+            "quality": cfg.quality,
+            "source": source.kind,
+            "source_path": str(cfg.source) if cfg.source else None,
+            "source_count": len(source.ids),
+            "source_fingerprint": source.fingerprint(),
+            "samples_per_shard": cfg.samples_per_shard,
+            "skipped": skipped,
+            "tool_version": f"hpcgen {hpcgen.__version__}",
+            "created": time.time(),
+        }
+        if manifest["total"] == 0:
+            raise ConfigError(f"no image of {cfg.source} could be decoded; see {root}/.shard-*")
+        _write_json_atomic(root / MANIFEST, manifest)
+        log(
+            f"[prepare] {root / MANIFEST}: {manifest['total']} images in {n_shards} shards, "
+            f"{len(skipped)} skipped"
+        )
+        return manifest
+
+
+def read_manifest(root: Path) -> dict:
+    """The manifest of a complete shard directory; ConfigError when it is missing or broken."""
+    path = root / MANIFEST
+    if not path.is_file():
+        raise ConfigError(
+            f"data.root={root} holds no {MANIFEST}: it is not a complete shard directory. "
+            "Write it with python launch/prepare.py data=... data.source=<images> "
+            f"data.root={root}"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+        for shard in manifest["shards"]:
+            file = root / shard["name"]
+            if not file.is_file() or file.stat().st_size != shard["bytes"]:
+                raise ConfigError(
+                    f"shard {file} is missing or has the wrong size (manifest says "
+                    f"{shard['bytes']} bytes): restore the file, or delete {root} and prepare "
+                    "it again"
+                )
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ConfigError(f"{path} is corrupt ({err}): delete {root} and prepare it again") from err
+    return manifest
+
+
+def shard_paths(root: Path, manifest: dict) -> list[str]:
+    return [str(root / shard["name"]) for shard in manifest["shards"]]
+
+
+def ensure_shards(cfg: DataConfig) -> tuple[Path, dict]:
+    """(root, manifest) for training; synthetic, folder and zip sources are prepared on first
+    use (one writer under a lock, the others wait), LSUN must have been prepared."""
+    root = data_root(cfg)
+    if cfg.name == "lsun_bedroom" or (root / MANIFEST).is_file():
+        manifest = read_manifest(root)
+    else:
+        root.mkdir(parents=True, exist_ok=True)
+        with _locked(root / ".first-use.lock"):
+            if not (root / MANIFEST).is_file():
+                prepare(cfg)
+        manifest = read_manifest(root)
+    _check_matches(cfg, root, manifest)
+    return root, manifest
+
+
+def _check_matches(cfg: DataConfig, root: Path, manifest: dict) -> None:
+    want = {"resolution": cfg.resolution}
+    if cfg.name == "synthetic":
+        want |= {"source": "synthetic", "source_count": cfg.num_samples}
+    got = {k: manifest.get(k) for k in want}
+    if got != want:
+        raise ConfigError(
+            f"the shards in data.root={root} were written for {got}, but this run asks for "
+            f"{want}: choose another data.root or delete {root}"
+        )
 
 
 @contextmanager

@@ -18,26 +18,47 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from hpcgen import slurm
-from hpcgen.config import ConfigError, TrainConfig
+from hpcgen.config import ConfigError, DataConfig, TrainConfig, build_section
 from hpcgen.console import print_summary
-from hpcgen.data.shards import MANIFEST, data_root, list_images
+from hpcgen.data.shards import MANIFEST, data_root
+from hpcgen.data.sources import open_source
 from hpcgen.engine.run_record import read_run
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 
 
-def to_train_config(cfg: DictConfig) -> TrainConfig:
-    """Resolve the composed config (minus `hydra`) into the typed TrainConfig."""
+def resolve_plain(cfg: DictConfig) -> dict[str, Any]:
+    """The composed config minus `hydra`, resolved to plain containers."""
     plain = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     try:
-        tree = OmegaConf.to_container(plain, resolve=True, throw_on_missing=True)
+        return OmegaConf.to_container(plain, resolve=True, throw_on_missing=True)  # type: ignore
     except MissingMandatoryValue as err:
         raise ConfigError(
             f"{err.full_key} has no value: set it on the command line, e.g. {err.full_key}=<value>"
         ) from err
     except OmegaConfBaseException as err:
         raise ConfigError(f"cannot resolve the config: {err.msg}") from err
-    return TrainConfig.from_dict(tree)  # type: ignore[arg-type]
+
+
+def to_train_config(cfg: DictConfig) -> TrainConfig:
+    """Resolve the composed config (minus `hydra`) into the typed TrainConfig."""
+    return TrainConfig.from_dict(resolve_plain(cfg))
+
+
+def to_prepare_config(cfg: DictConfig) -> tuple[DataConfig, int, int]:
+    """(data config, task index, number of tasks) of a prepare job."""
+    tree = resolve_plain(cfg)
+    task_index, num_tasks = tree.get("task_index", 0), tree.get("num_tasks", 1)
+    if not (
+        isinstance(num_tasks, int)
+        and num_tasks >= 1
+        and isinstance(task_index, int)
+        and 0 <= task_index < num_tasks
+    ):
+        raise ConfigError(
+            f"task_index={task_index} num_tasks={num_tasks}: need 0 <= task_index < num_tasks"
+        )
+    return build_section(DataConfig, tree.get("data", {}), "data"), task_index, num_tasks
 
 
 def expand_sweep(overrides: list[str]) -> list[list[str]]:
@@ -59,36 +80,47 @@ def world_size_of(launcher: DictConfig) -> int:
     return 1
 
 
-def check_job(cfg: TrainConfig, world_size: int) -> None:
+def check_train_job(cfg: DictConfig) -> None:
     """What can be known before queueing: data present, batch layout, shards per rank."""
-    cfg.trainer.resolve_batch(world_size, cfg.deepspeed.grad_accum_steps)
-    root = data_root(cfg.data)
-    if cfg.data.name == "lsun_bedroom" and not (root / MANIFEST).is_file():
+    train_cfg = to_train_config(cfg)
+    world_size = world_size_of(cfg.hydra.launcher)
+    train_cfg.trainer.resolve_batch(world_size, train_cfg.deepspeed.grad_accum_steps)
+    data = train_cfg.data
+    root = data_root(data)
+    if data.name == "lsun_bedroom" and not (root / MANIFEST).is_file():
         raise ConfigError(
-            f"data.root={root} holds no prepared shards ({MANIFEST} missing): "
-            "point data.root (or HPCGEN_LSUN_SHARDS) at a shard directory"
+            f"data.root={root} holds no prepared shards ({MANIFEST} missing): point data.root "
+            "(or HPCGEN_LSUN_SHARDS) at a shard directory, or write one with python "
+            "launch/prepare.py data=lsun_bedroom data.source=<bedroom_train_lmdb> "
+            f"data.root={root}"
         )
-    if cfg.data.name == "folder" and not (root / MANIFEST).is_file():
-        list_images(Path(cfg.data.source).expanduser())
-    if cfg.data.name == "synthetic":
-        shards = math.ceil(cfg.data.num_samples / cfg.data.samples_per_shard)
-        if shards < world_size:
+    if data.name == "folder" and not (root / MANIFEST).is_file():
+        open_source(data.name, data.source, data.num_samples, data.resolution)
+    if data.name == "synthetic":
+        shards = math.ceil(data.num_samples / data.samples_per_shard)
+        if shards * data.samples_per_shard < world_size * max(data.num_workers, 1):
             raise ConfigError(
-                f"data.num_samples={cfg.data.num_samples} in shards of "
-                f"{cfg.data.samples_per_shard} gives {shards} shard(s) for {world_size} ranks: "
-                "lower data.samples_per_shard so every rank gets a shard"
+                f"data.num_samples={data.num_samples} cannot feed {world_size} rank(s) x "
+                f"{max(data.num_workers, 1)} reader(s): generate more (data.num_samples)"
             )
 
 
-def preflight(overrides: list[str], config_name: str = "train") -> list[TrainConfig]:
-    """Compose and check every job of the sweep; raises ConfigError naming what is wrong."""
-    configs = []
-    checked_slurm = False
+def check_prepare_job(cfg: DictConfig) -> None:
+    data, _, _ = to_prepare_config(cfg)
+    open_source(data.name, data.source, data.num_samples, data.resolution)
+
+
+CHECKS = {"train": check_train_job, "prepare": check_prepare_job}
+
+
+def compose_jobs(overrides: list[str], config_name: str) -> list[DictConfig]:
+    """Compose every job of the sweep (hydra node included); ConfigError names what is wrong."""
+    jobs = []
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         for combo in expand_sweep(overrides):
             try:
-                cfg = compose(config_name, overrides=combo, return_hydra_config=True)
+                jobs.append(compose(config_name, overrides=combo, return_hydra_config=True))
             except MissingConfigException as err:
                 raise ConfigError(_missing_option_message(err)) from err
             except (HydraException, OmegaConfBaseException) as err:
@@ -96,18 +128,20 @@ def preflight(overrides: list[str], config_name: str = "train") -> list[TrainCon
                 raise ConfigError(
                     f"cannot compose {' '.join(combo) or 'the defaults'}: {' '.join(why.split())}"
                 ) from err
-            train_cfg = to_train_config(cfg)
-            world_size = world_size_of(cfg.hydra.launcher)
-            if world_size_of(cfg.hydra.launcher) > 1 or "Slurm" in str(cfg.hydra.launcher):
-                if not checked_slurm:
-                    ok, why = slurm.reachable()
-                    if not ok:
-                        raise ConfigError(f"hydra/launcher=slurm but SLURM is not reachable: {why}")
-                    checked_slurm = True
-            check_job(train_cfg, world_size)
-            configs.append(train_cfg)
     GlobalHydra.instance().clear()
-    return configs
+    return jobs
+
+
+def preflight(overrides: list[str], config_name: str = "train") -> list[DictConfig]:
+    """Compose and check every job of the sweep before anything runs or is queued."""
+    jobs = compose_jobs(overrides, config_name)
+    if any("SlurmLauncher" in str(job.hydra.launcher.get("_target_", "")) for job in jobs):
+        ok, why = slurm.reachable()
+        if not ok:
+            raise ConfigError(f"hydra/launcher=slurm but SLURM is not reachable: {why}")
+    for job in jobs:
+        CHECKS[config_name](job)
+    return jobs
 
 
 def _missing_option_message(err: MissingConfigException) -> str:
@@ -123,12 +157,35 @@ def _missing_option_message(err: MissingConfigException) -> str:
     return str(err).splitlines()[0]
 
 
-def preflight_or_exit(argv: list[str]) -> None:
+def preflight_or_exit(argv: list[str], config_name: str = "train") -> None:
     """Run preflight on the overrides in argv; one line on stderr and exit 2 when it fails."""
     if any(a.startswith("-") and a not in ("-m", "--multirun") for a in argv):
         return  # --help, --cfg, -cn ...: Hydra's own business
     try:
-        preflight([a for a in argv if not a.startswith("-")])
+        preflight([a for a in argv if not a.startswith("-")], config_name)
+    except ConfigError as err:
+        print(f"hpcgen: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def prepare_array_argv(argv: list[str], default_tasks: int = 8) -> list[str]:
+    """On SLURM, prepare is an array: add `-m task_index=range(N) num_tasks=N` when not given."""
+    if "hydra/launcher=slurm" not in argv or any(a.startswith("task_index=") for a in argv):
+        return argv
+    given = [a for a in argv if a.startswith("num_tasks=")]
+    num_tasks = int(given[0].split("=", 1)[1]) if given else default_tasks
+    flag = [] if {"-m", "--multirun"} & set(argv) else ["-m"]  # flags before the overrides
+    extra = [f"task_index=range({num_tasks})"] + ([] if given else [f"num_tasks={num_tasks}"])
+    return flag + argv + extra
+
+
+def run_prepare(cfg: DictConfig) -> dict[str, Any] | None:
+    """The body of a prepare job: this task's shards, and the manifest if it completes the set."""
+    from hpcgen.data.shards import prepare
+
+    try:
+        data, task_index, num_tasks = to_prepare_config(cfg)
+        return prepare(data, task_index, num_tasks, log=lambda line: print(line, flush=True))
     except ConfigError as err:
         print(f"hpcgen: error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -147,15 +204,19 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     return train(train_cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task))
 
 
-class SweepSummary(Callback):
-    """Prints the table of jobs when a run or a sweep ends (in the launching process)."""
-
-    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
-        print_summary([Path(config.hydra.runtime.output_dir)], "hpcgen run")
+class SqueueWatcher(Callback):
+    """On clusters without accounting, submitit polls squeue instead of warning about sacct."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if "Slurm" in str(config.hydra.launcher.get("_target_", "")):
             slurm.watch_with_squeue_when_accounting_is_off()
+
+
+class SweepSummary(SqueueWatcher):
+    """Prints the table of jobs when a run or a sweep ends (in the launching process)."""
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        print_summary([Path(config.hydra.runtime.output_dir)], "hpcgen run")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(config.hydra.sweep.dir)
@@ -164,3 +225,34 @@ class SweepSummary(Callback):
         job_ids = [r["slurm_job_id"] for r in map(read_run, runs) if r and r.get("slurm_job_id")]
         slurm.wait_until_finished(job_ids)  # results are in; let SLURM close the jobs first
         print_summary(runs, f"hpcgen sweep {sweep}")
+
+
+def run_bench(cfg: DictConfig) -> dict[str, Any]:
+    """Run one benchmark suite, print its numbers, write bench.json into the run directory."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    suites = {"data": "hpcgen.benchmarks.data"}
+    if cfg.suite not in suites:
+        print(
+            f"hpcgen: error: suite={cfg.suite} is unknown: choose one of {', '.join(suites)}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    import importlib
+
+    module = importlib.import_module(suites[cfg.suite])
+    params = OmegaConf.to_container(cfg[cfg.suite], resolve=True)
+    result = module.run(Path(cfg.workdir).expanduser(), **params)  # type: ignore[arg-type]
+    out = Path(HydraConfig.get().runtime.output_dir) / "bench.json"
+    out.write_text(json.dumps(result, indent=1))
+    table = Table(title=f"bench suite={cfg.suite} ({out})", title_justify="left")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        if isinstance(value, float):
+            table.add_row(key, f"{value:,.2f}")
+    Console().print(table)
+    return result

@@ -70,6 +70,8 @@ def train(cfg: TrainConfig, run_dir: Path, overrides: list[str] | None = None) -
         layout.world_size,
         cfg.seed,
         cfg.data.shuffle_buffer,
+        cfg.data.num_workers,
+        cfg.data.hflip,
     )
     task = build_task(cfg, layout.rank, layout.world_size)
     ckpts = CheckpointManager(run_dir, layout.rank, layout.world_size, cfg.trainer.keep_last_ckpts)
@@ -122,6 +124,7 @@ def train(cfg: TrainConfig, run_dir: Path, overrides: list[str] | None = None) -
                     "kimg": images_seen / 1000,
                     "images_per_s": rate,
                     **last,
+                    "skipped_samples": stream.skipped,
                     "time": time.time(),
                 }
                 record.log_metrics(metrics)
@@ -145,7 +148,14 @@ def train(cfg: TrainConfig, run_dir: Path, overrides: list[str] | None = None) -
     except BaseException as err:
         record.update(status="failed", error=f"{type(err).__name__}: {err}", ended=time.time())
         raise
+    finally:
+        stream.close()
     record.update(
-        status="completed", step=step, images_seen=images_seen, last_losses=last, ended=time.time()
+        status="completed",
+        step=step,
+        images_seen=images_seen,
+        last_losses=last,
+        skipped_samples=stream.skipped,
+        ended=time.time(),
     )
     return {"run_dir": str(run_dir), "step": step, "last_losses": last}

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from hpcgen.config import DDPMConfig, GANConfig, TrainConfig
+from hpcgen.data.stream import to_unit_range
 from hpcgen.diffusion.gaussian import alpha_bars, ddpm_sample, linear_betas, simple_loss
 from hpcgen.engine.deepspeed_engine import make_engine
 from hpcgen.gan.losses import d_logistic_loss, g_nonsaturating_loss
@@ -53,7 +54,7 @@ class DDPMTask:
     def train_step(self, micro_batches: list[torch.Tensor]) -> dict[str, float]:
         total = 0.0
         for x0 in micro_batches:
-            x0 = x0.to(self.engine.device, _module_dtype(self.engine.module))
+            x0 = to_unit_range(x0.to(self.engine.device), _module_dtype(self.engine.module))
             loss = simple_loss(self.engine, x0, self.alpha_bar, self.generator)
             self.engine.backward(loss)
             self.engine.step()
@@ -115,7 +116,7 @@ class GANTask:
         loss_d = loss_g = 0.0
         # D phase: G only produces detached fakes
         for real in micro_batches:
-            real = real.to(self.d.device, _module_dtype(self.d.module))
+            real = to_unit_range(real.to(self.d.device), _module_dtype(self.d.module))
             with torch.no_grad():
                 fake = self.g.module(self._latents(real.shape[0])).to(real.dtype)
             logits = self.d(torch.cat([real, fake]))  # (2B,)

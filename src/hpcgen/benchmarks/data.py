@@ -1,0 +1,132 @@
+"""Data suite: the shard stream against torchvision's ImageFolder and a decode-only bound.
+
+All three read the same images (toy bedrooms as PNG): the stream from webdataset shards,
+ImageFolder (PIL, its default loader, float output made in its workers) from one PNG file per
+image, and the bound decodes the
+same PNG bytes from memory with the stream's decoder (torchvision.io) in one process, with no
+I/O, shuffling, flipping or batching. The stream hands uint8 batches to the training process,
+which converts them on the device (`to_unit_range`); a second stream row converts on the CPU.
+"""
+
+from __future__ import annotations
+
+import tarfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+from torchvision.io import ImageReadMode, decode_image
+
+from hpcgen.config import DataConfig
+from hpcgen.data.shards import ensure_shards, shard_paths
+from hpcgen.data.stream import ShardStream, to_unit_range
+
+
+def _images_per_s(batches, n_batches: int, batch_size: int, warmup: int = 4) -> float:
+    for _ in range(warmup):  # worker start, first shards opened, prefetch queues filled
+        next(batches)
+    start = time.perf_counter()
+    for _ in range(n_batches):
+        next(batches)
+    return n_batches * batch_size / (time.perf_counter() - start)
+
+
+def _endless(loader):
+    while True:
+        yield from loader
+
+
+def run(
+    workdir: Path,
+    images: int,
+    resolution: int,
+    batch_size: int,
+    num_workers: int,
+    samples_per_shard: int,
+) -> dict:
+    cfg = DataConfig(
+        root=str(workdir / "shards"),
+        resolution=resolution,
+        num_samples=images,
+        samples_per_shard=samples_per_shard,
+    )
+    root, manifest = ensure_shards(cfg)
+    pngs = []  # the same PNG bytes, for ImageFolder files and the decode-only bound
+    for path in shard_paths(root, manifest):
+        with tarfile.open(path) as tar:
+            pngs += [tar.extractfile(m).read() for m in tar if m.name.endswith(".img.png")]
+    folder = workdir / "imagefolder" / "bedroom"
+    if not folder.is_dir():
+        folder.mkdir(parents=True)
+        for i, data in enumerate(pngs):
+            (folder / f"{i:07d}.png").write_bytes(data)
+    n_batches = 3 * images // batch_size  # three epochs' worth, after the warm-up
+
+    stream = ShardStream(
+        shard_paths(root, manifest),
+        batch_size,
+        shuffle_buffer=256,
+        num_workers=num_workers,
+        hflip=True,
+    )
+    stream_rate = _images_per_s(iter(stream.next_batch, None), n_batches, batch_size)
+    stream.close()
+    # the same with the uint8 -> float conversion in this process (where there is no GPU to
+    # do it): its two intra-op threads then compete with the workers for the cores
+    stream = ShardStream(
+        shard_paths(root, manifest),
+        batch_size,
+        shuffle_buffer=256,
+        num_workers=num_workers,
+        hflip=True,
+    )
+    float_rate = _images_per_s(
+        (to_unit_range(stream.next_batch()) for _ in iter(int, 1)), n_batches, batch_size
+    )
+    stream.close()
+
+    tf = transforms.Compose(
+        [
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize([0.5] * 3, [0.5] * 3),
+        ]
+    )
+    loader = DataLoader(
+        datasets.ImageFolder(str(workdir / "imagefolder"), transform=tf),
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=num_workers,
+        drop_last=True,
+        persistent_workers=num_workers > 0,
+    )
+    folder_rate = _images_per_s(_endless(loader), n_batches, batch_size)
+
+    def decode_only():  # the stream's decoder, nothing else
+        while True:
+            for data in pngs:
+                yield decode_image(
+                    torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB
+                )
+
+    decoded = decode_only()
+    bound_rate = _images_per_s(
+        iter(lambda: [next(decoded) for _ in range(batch_size)], None), n_batches, batch_size
+    )
+    return {
+        "suite": "data",
+        "images": images,
+        "resolution": resolution,
+        "batch_size": batch_size,
+        "num_workers": num_workers,
+        "stream_images_per_s": stream_rate,
+        "stream_float_on_cpu_images_per_s": float_rate,
+        "imagefolder_images_per_s": folder_rate,
+        "decode_only_images_per_s": bound_rate,
+        "stream_vs_imagefolder": stream_rate / folder_rate,
+        "stream_vs_decode_only": stream_rate / bound_rate,
+        "stream_float_on_cpu_vs_imagefolder": float_rate / folder_rate,
+        "targets": {"stream_vs_imagefolder": ">= 2.0", "stream_vs_decode_only": ">= 0.7"},
+    }
