@@ -196,3 +196,22 @@ def test_prepare_rejects_bad_input_in_one_line_with_status_2(args, message, tmp_
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_train_names_a_damaged_shard_before_starting(tmp_path):
+    from hpcgen.config import DataConfig
+    from hpcgen.data.shards import prepare
+
+    root = tmp_path / "shards"
+    prepare(
+        DataConfig(root=str(root), resolution=8, num_samples=20, samples_per_shard=10),
+        log=lambda *_: None,
+    )
+    (root / "shard-000001.tar").write_bytes(b"")
+    result = run_train(
+        ["experiment=smoke", "data.resolution=8", "data.num_samples=20", f"data.root={root}"],
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "shard-000001.tar is missing or has the wrong size" in result.stderr

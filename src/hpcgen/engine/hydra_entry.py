@@ -20,7 +20,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from hpcgen import slurm
 from hpcgen.config import ConfigError, DataConfig, TrainConfig, build_section
 from hpcgen.console import print_summary
-from hpcgen.data.shards import MANIFEST, data_root
+from hpcgen.data.shards import MANIFEST, data_root, read_manifest
 from hpcgen.data.sources import open_source
 from hpcgen.engine.run_record import read_run
 
@@ -94,6 +94,8 @@ def check_train_job(cfg: DictConfig) -> None:
             "launch/prepare.py data=lsun_bedroom data.source=<bedroom_train_lmdb> "
             f"data.root={root}"
         )
+    if (root / MANIFEST).is_file():
+        read_manifest(root)  # every shard present with its recorded size, or name the file
     if data.name == "folder" and not (root / MANIFEST).is_file():
         open_source(data.name, data.source, data.num_samples, data.resolution)
     if data.name == "synthetic":
