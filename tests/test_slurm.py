@@ -142,3 +142,107 @@ def test_prepare_runs_as_an_array_and_matches_a_local_prepare(slurm_cluster, tmp
         return json.loads((root / "manifest.json").read_text())["shards"]
 
     assert shards(tmp_path / "hydra") == shards(tmp_path / "sb") == local["shards"]
+
+
+def _last_step(run_dir) -> int:
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        return json.loads(lines[-1])["step"] if lines else 0
+    except (FileNotFoundError, json.JSONDecodeError, IndexError):
+        return 0
+
+
+def _running(job_id: str) -> bool:
+    return slurm.job_state(job_id) == "RUNNING"
+
+
+@pytest.mark.parametrize(
+    "model,ranks,usr2,requeue",
+    [("ddpm", 1, 3, 1), ("gan", 2, 2, 0)],
+    ids=["ddpm-1rank", "gan-2ranks"],
+)
+def test_preempted_job_requeues_resumes_and_matches_the_uninterrupted_one(
+    slurm_cluster, tmp_path, model, ranks, usr2, requeue
+):
+    """Job 1 of the array is preempted by SIGUSR2 (scancel --signal, as SLURM does before a
+    preemption) and by `scontrol requeue`; job 0 runs through. Same training config, same node:
+    the final weights and optimizer states of every rank must be bitwise equal."""
+    import random
+    import sys
+    import time
+
+    import torch
+
+    sweep, steps = tmp_path / "sweep", 200
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "launch" / "train.py"),
+            "-m",
+            f"model={model}",
+            "hydra/launcher=slurm",
+            f"hydra.launcher.tasks_per_node={ranks}",
+            "experiment=smoke",
+            f"trainer.max_steps={steps}",
+            "trainer.log_every_steps=1",
+            "trainer.ckpt_every_steps=50",
+            "trainer.keep_last_ckpts=3,4",  # train identically
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    run = sweep / "1"
+    targets = sorted(random.Random(7).sample(range(15, steps - 15), usr2 + requeue))
+    deadline = time.monotonic() + 600
+    try:
+        for i, target in enumerate(targets):
+            while _last_step(run) < target and time.monotonic() < deadline:
+                time.sleep(0.05)
+            job = json.loads((run / "run.json").read_text())["slurm_job_id"]
+            assert _running(job), f"job {job} ended before preemption {i} at step {target}"
+            command = (
+                ["scancel", "--signal=USR2", job] if i < usr2 else ["scontrol", "requeue", job]
+            )
+            subprocess.run(command, check=True)
+            while (
+                json.loads((run / "run.json").read_text())["status"] != "preempted"
+                and time.monotonic() < deadline
+            ):
+                time.sleep(0.05)
+        output, _ = launcher.communicate(timeout=max(deadline - time.monotonic(), 1))
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 0, output[-4000:]
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "completed" and record["preemptions"] == usr2 + requeue
+    logged = [json.loads(line)["step"] for line in open(run / "metrics.jsonl")]
+    assert logged == list(range(1, steps + 1)), "metrics.jsonl must have no gap and no repeat"
+    final = f"checkpoints/step_{steps:08d}"
+    files = sorted(
+        p.relative_to(sweep / "0" / final)
+        for p in (sweep / "0" / final).rglob("*.pt")
+        if "hpcgen_rank" not in p.name
+    )
+    engines = {"ddpm": 1, "gan": 2}[model]  # each: model states + optimizer states per rank
+    assert len(files) == engines * (1 + ranks), files
+    for name in files:
+        ref, pre = (torch.load(sweep / j / final / name, weights_only=False) for j in "01")
+        assert _equal(ref, pre), f"{name} differs between the reference and the preempted run"
+
+
+def _equal(a, b) -> bool:
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+    if hasattr(a, "__dict__") and not isinstance(a, type):  # e.g. DeepSpeed's LossScaler
+        return type(a) is type(b) and _equal(vars(a), vars(b))
+    return a == b

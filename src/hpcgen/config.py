@@ -125,13 +125,20 @@ class TrainerConfig:
     log_every_steps: int = 25
     ckpt_every_steps: int = 100
     sample_every_steps: int = 100
-    keep_last_ckpts: int = 2
+    keep_last_ckpts: int = 3
+    ckpt_milestone_every_steps: int = 0  # also keep every M-th step for evaluation (0: none)
+    preempt_check_every_steps: int = 1  # how often ranks agree on a scheduler signal
+    allow_fresh_start_on_corrupt: bool = False  # no valid checkpoint: error, or start over
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_per_gpu", "log_every_steps", "ckpt_every_steps"):
             _check_positive(f"trainer.{name}", getattr(self, name))
         _check_positive("trainer.sample_every_steps", self.sample_every_steps)
         _check_positive("trainer.keep_last_ckpts", self.keep_last_ckpts)
+        _check_positive(
+            "trainer.ckpt_milestone_every_steps", self.ckpt_milestone_every_steps, allow_zero=True
+        )
+        _check_positive("trainer.preempt_check_every_steps", self.preempt_check_every_steps)
         if self.global_batch is not None:
             _check_positive("trainer.global_batch", self.global_batch)
 

@@ -191,7 +191,10 @@ class _ReaderDataset(IterableDataset):
 
 
 def _ignore_preemption_signal(_: int) -> None:
-    signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # SLURM signals every process of the step
+    # SLURM signals every process of the step; the training process decides what to do, and
+    # a worker killed by SIGTERM would break the DataLoader before the preemption save
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def to_unit_range(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import random
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +34,11 @@ class CheckpointError(RuntimeError):
 
 
 def rng_state() -> dict[str, Any]:
+    """RNG states as tensors and plain values only, so the file loads with weights_only=True."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -43,8 +47,10 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -99,9 +105,12 @@ def verify(ckpt: Path, world_size: int, hashes: bool = False) -> dict:
 class CheckpointManager:
     """Save, commit, find and load checkpoints of one run directory."""
 
-    def __init__(self, run_dir: Path, rank: int, world_size: int, keep_last: int) -> None:
+    def __init__(
+        self, run_dir: Path, rank: int, world_size: int, keep_last: int, milestone_every: int = 0
+    ) -> None:
         self.dir = run_dir / "checkpoints"
         self.rank, self.world_size, self.keep_last = rank, world_size, keep_last
+        self.milestone_every = milestone_every
 
     def committed(self) -> list[Path]:
         """Committed checkpoints, oldest first (by step)."""
@@ -135,13 +144,23 @@ class CheckpointManager:
                 shutil.rmtree(final)
             os.replace(tmp, final)
             _write_atomic(self.dir / LATEST, name + "\n")
-            for old in self.committed()[: -self.keep_last]:
-                shutil.rmtree(old)
+            self.prune(keep_name=name)
         barrier()
         return final
 
-    def find_latest(self) -> Path | None:
-        """The newest checkpoint that verifies, falling back loudly past broken ones."""
+    def prune(self, keep_name: str) -> None:
+        """Keep the last K, every milestone, and the one `latest` names; delete the rest."""
+        for old in self.committed()[: -self.keep_last]:
+            step = int(old.name.split("_")[1])
+            milestone = self.milestone_every and step % self.milestone_every == 0
+            if not milestone and old.name != keep_name:
+                shutil.rmtree(old)
+
+    def find_latest(self, allow_fresh_start: bool = False) -> Path | None:
+        """The newest checkpoint that verifies, falling back loudly past broken ones.
+
+        When checkpoints exist but none verifies: an error, or with `allow_fresh_start` the
+        directory is moved aside (nothing is deleted) and the run starts from step 0."""
         candidates = self.committed()
         latest_file = self.dir / LATEST
         if latest_file.is_file():
@@ -155,10 +174,21 @@ class CheckpointManager:
             except CheckpointError as err:
                 print0(f"WARNING: skipping checkpoint {ckpt}: {err}; trying an older one")
         if latest_file.is_file() or any(self.dir.glob("step_*")):
-            raise CheckpointError(
-                f"{self.dir} has checkpoints but none verifies: inspect them, or move the "
-                "directory away to start this run from scratch"
-            )
+            if not allow_fresh_start:
+                raise CheckpointError(
+                    f"{self.dir} has checkpoints but none verifies: inspect them, or set "
+                    "trainer.allow_fresh_start_on_corrupt=true to move them aside and start "
+                    "this run from scratch"
+                )
+            barrier()  # every rank has looked before rank 0 moves the directory
+            if self.rank == 0:
+                aside = self.dir.with_name(f"checkpoints.unverified-{int(time.time())}")
+                os.replace(self.dir, aside)
+                print0(
+                    f"WARNING: no checkpoint in {self.dir} verifies; moved it to {aside} "
+                    "and starting from scratch (trainer.allow_fresh_start_on_corrupt=true)"
+                )
+            barrier()
         return None
 
     def load(self, ckpt: Path, engines: dict[str, Any]) -> dict[str, Any]:
@@ -167,6 +197,13 @@ class CheckpointManager:
             path, _ = engine.load_checkpoint(str(ckpt / key), tag="state")
             if path is None:
                 raise CheckpointError(f"DeepSpeed could not load {ckpt / key}")
-        state = torch.load(ckpt / f"hpcgen_rank{self.rank:05d}.pt", weights_only=False)
+        path = ckpt / f"hpcgen_rank{self.rank:05d}.pt"
+        try:  # tensors and plain values only: a pickle that runs code is refused here
+            state = torch.load(path, weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise CheckpointError(
+                f"{path} needs arbitrary unpickling, which hpcgen's writer never produces: "
+                f"refusing to load it ({str(err).splitlines()[0]})"
+            ) from err
         set_rng_state(state.pop("rng"))
         return state

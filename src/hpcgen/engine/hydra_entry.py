@@ -203,7 +203,13 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     except ConfigError as err:
         print(f"hpcgen: error: {err}", file=sys.stderr)
         sys.exit(2)
-    return train(train_cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task))
+    delay = hydra_cfg.launcher.get("signal_delay_s") if "launcher" in hydra_cfg else None
+    return train(
+        train_cfg,
+        Path(hydra_cfg.runtime.output_dir),
+        list(hydra_cfg.overrides.task),
+        signal_delay_s=delay,
+    )
 
 
 class SqueueWatcher(Callback):

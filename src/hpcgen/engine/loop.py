@@ -23,6 +23,7 @@ from hpcgen.engine.distributed import (
     mean_over_ranks,
     print0,
 )
+from hpcgen.engine.preemption import Preempted, PreemptionGuard
 from hpcgen.engine.run_record import RunRecord, git_revision, slurm_job_id
 from hpcgen.engine.tasks import build_task
 
@@ -44,8 +45,17 @@ def save_samples(task: Any, cfg: TrainConfig, run_dir: Path, step: int, is_main:
     return path
 
 
-def train(cfg: TrainConfig, run_dir: Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Train one model to cfg.trainer.max_steps, resuming from the latest committed checkpoint."""
+def train(
+    cfg: TrainConfig,
+    run_dir: Path,
+    overrides: list[str] | None = None,
+    signal_delay_s: float | None = None,
+) -> dict[str, Any]:
+    """Train one model to cfg.trainer.max_steps, resuming from the latest committed checkpoint.
+
+    signal_delay_s: how long before the kill SLURM signals (the slurm launcher's setting); a
+    checkpoint that takes longer than half of it draws a warning.
+    """
     layout: RankLayout = detect_layout()
     device = init_distributed(layout)
     check_precision(cfg.deepspeed, device.type == "cuda")
@@ -74,16 +84,23 @@ def train(cfg: TrainConfig, run_dir: Path, overrides: list[str] | None = None) -
         cfg.data.hflip,
     )
     task = build_task(cfg, layout.rank, layout.world_size)
-    ckpts = CheckpointManager(run_dir, layout.rank, layout.world_size, cfg.trainer.keep_last_ckpts)
+    ckpts = CheckpointManager(
+        run_dir,
+        layout.rank,
+        layout.world_size,
+        cfg.trainer.keep_last_ckpts,
+        cfg.trainer.ckpt_milestone_every_steps,
+    )
 
     step, images_seen = 0, 0
-    latest = ckpts.find_latest()
+    latest = ckpts.find_latest(cfg.trainer.allow_fresh_start_on_corrupt)
     if latest is not None:
         state = ckpts.load(latest, task.engines)
         step, images_seen = state["step"], state["images_seen"]
         stream.load_state_dict(state["stream"])
         task.load_state_dict(state["task"])
         print0(f"[hpcgen] resumed from {latest} at step {step}")
+        record.truncate_metrics(after_step=step)  # lines logged after it would repeat
     global_batch = cfg.trainer.batch_per_gpu * cfg.deepspeed.grad_accum_steps * layout.world_size
     record.update(
         status="running",
@@ -104,47 +121,55 @@ def train(cfg: TrainConfig, run_dir: Path, overrides: list[str] | None = None) -
         started=time.time(),
     )
 
-    last: dict[str, float] = {}
+    last: dict[str, float] = dict(record.data.get("last_losses") or {})  # a finished run
+    check_every = cfg.trainer.preempt_check_every_steps
     try:
-        busy_s, tick_step = 0.0, step  # img/s counts data + training time, not sampling/saving
-        while step < cfg.trainer.max_steps:
-            start = time.perf_counter()
-            batches = [stream.next_batch() for _ in range(cfg.deepspeed.grad_accum_steps)]
-            last = task.train_step(batches)
-            busy_s += time.perf_counter() - start
-            step += 1
-            images_seen += global_batch
-            done = step == cfg.trainer.max_steps
-            if step % cfg.trainer.log_every_steps == 0 or done:
-                last = mean_over_ranks(last)  # the losses of all ranks, not rank 0's alone
-                rate = (step - tick_step) * global_batch / max(busy_s, 1e-9)
-                busy_s, tick_step = 0.0, step
-                metrics = {
-                    "step": step,
-                    "kimg": images_seen / 1000,
-                    "images_per_s": rate,
-                    **last,
-                    "skipped_samples": stream.skipped,
-                    "time": time.time(),
-                }
-                record.log_metrics(metrics)
-                losses = " ".join(f"{k} {v:.4f}" for k, v in last.items())
-                print0(
-                    f"[hpcgen] step {step}/{cfg.trainer.max_steps} kimg "
-                    f"{images_seen / 1000:.2f} {rate:.1f} img/s {losses}"
-                )
-                record.update(step=step, images_seen=images_seen, last_losses=last)
-            if step % cfg.trainer.sample_every_steps == 0 or done:
-                save_samples(task, cfg, run_dir, step, layout.is_main)
-            if step % cfg.trainer.ckpt_every_steps == 0 or done:
-                state = {
-                    "step": step,
-                    "images_seen": images_seen,
-                    "stream": stream.state_dict(),
-                    "task": task.state_dict(),
-                }
-                path = ckpts.save(step, task.engines, state)
-                record.update(last_checkpoint=str(path))
+        with PreemptionGuard() as guard:
+            busy_s, tick_step = 0.0, step  # img/s: data + training time, not sampling/saving
+            while step < cfg.trainer.max_steps:
+                start = time.perf_counter()
+                batches = [stream.next_batch() for _ in range(cfg.deepspeed.grad_accum_steps)]
+                last = task.train_step(batches)
+                busy_s += time.perf_counter() - start
+                step += 1
+                images_seen += global_batch
+                done = step == cfg.trainer.max_steps
+                decision = guard.agreed() if step % check_every == 0 or done else 0
+                if step % cfg.trainer.log_every_steps == 0 or done or decision:
+                    last = mean_over_ranks(last)  # the losses of all ranks, not rank 0's alone
+                    rate = (step - tick_step) * global_batch / max(busy_s, 1e-9)
+                    busy_s, tick_step = 0.0, step
+                    log_interval(
+                        record, step, cfg.trainer.max_steps, images_seen, rate, last, stream.skipped
+                    )
+                if step % cfg.trainer.sample_every_steps == 0 or done:
+                    save_samples(task, cfg, run_dir, step, layout.is_main)
+                if step % cfg.trainer.ckpt_every_steps == 0 or done or decision:
+                    state = {
+                        "step": step,
+                        "images_seen": images_seen,
+                        "stream": stream.state_dict(),
+                        "task": task.state_dict(),
+                    }
+                    save_start = time.perf_counter()
+                    path = ckpts.save(step, task.engines, state)
+                    save_s = time.perf_counter() - save_start
+                    record.update(last_checkpoint=str(path), last_save_s=save_s)
+                    if signal_delay_s and save_s > signal_delay_s / 2:
+                        print0(
+                            f"WARNING: saving took {save_s:.1f}s, more than half of the "
+                            f"{signal_delay_s:.0f}s between SLURM's signal and its kill: "
+                            "raise hydra.launcher.signal_delay_s"
+                        )
+                if decision and not done:
+                    record.update(
+                        status="preempted",
+                        preemptions=record.data["preemptions"] + 1,
+                        ended=time.time(),
+                    )
+                    guard.leave(decision, layout.rank)
+    except Preempted:
+        raise
     except BaseException as err:
         record.update(status="failed", error=f"{type(err).__name__}: {err}", ended=time.time())
         raise
@@ -159,3 +184,30 @@ def train(cfg: TrainConfig, run_dir: Path, overrides: list[str] | None = None) -
         ended=time.time(),
     )
     return {"run_dir": str(run_dir), "step": step, "last_losses": last}
+
+
+def log_interval(
+    record: RunRecord,
+    step: int,
+    max_steps: int,
+    images_seen: int,
+    rate: float,
+    losses: dict[str, float],
+    skipped: int,
+) -> None:
+    """One metrics.jsonl line, one log line and run.json's progress (no-ops off rank 0)."""
+    record.log_metrics(
+        {
+            "step": step,
+            "kimg": images_seen / 1000,
+            "images_per_s": rate,
+            **losses,
+            "skipped_samples": skipped,
+            "time": time.time(),
+        }
+    )
+    text = " ".join(f"{k} {v:.4f}" for k, v in losses.items())
+    print0(
+        f"[hpcgen] step {step}/{max_steps} kimg {images_seen / 1000:.2f} {rate:.1f} img/s {text}"
+    )
+    record.update(step=step, images_seen=images_seen, last_losses=losses)

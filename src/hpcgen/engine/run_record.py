@@ -57,6 +57,18 @@ class RunRecord:
         tmp.write_text(json.dumps(self.data, indent=1))
         os.replace(tmp, self.run_dir / "run.json")
 
+    def truncate_metrics(self, after_step: int) -> None:
+        """Drop lines past `after_step` (logged after the checkpoint a resume starts from)."""
+        path = self.run_dir / "metrics.jsonl"
+        if not self.enabled or not path.is_file():
+            return
+        lines = path.read_text().splitlines()
+        keep = [line for line in lines if line and json.loads(line)["step"] <= after_step]
+        if len(keep) != len(lines):
+            tmp = path.with_name(".metrics.jsonl.tmp")
+            tmp.write_text("".join(line + "\n" for line in keep))
+            os.replace(tmp, path)
+
     def log_metrics(self, metrics: dict[str, Any]) -> None:
         if self.enabled:
             with open(self.run_dir / "metrics.jsonl", "a") as f:
