@@ -1,4 +1,4 @@
-"""The summary table reads run directories; without SLURM the state comes from run.json."""
+"""The status table renders what the run directories say; without SLURM, state is run.json's."""
 
 from __future__ import annotations
 
@@ -6,35 +6,49 @@ import json
 
 from rich.console import Console
 
-from hpcgen.console import run_rows, summary_table
+from hpcgen.console import print_status
+from hpcgen.status import sweep_status
 
 
 def test_rows_come_from_run_json_when_the_job_ran_locally(tmp_path):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "run.json").write_text(
+    run = tmp_path / "0"
+    run.mkdir()
+    (run / "run.json").write_text(
         json.dumps(
             {
                 "model": "gan",
-                "status": "completed",
-                "step": 20,
+                "status": "failed",
+                "step": 7,
                 "max_steps": 20,
+                "preemptions": 2,
                 "last_losses": {"loss_d": 1.25, "loss_g": 0.75},
                 "slurm_job_id": None,
+                "overrides": ["model=gan"],
+                "started": 100.0,
+                "ended": 3761.0,
+                "error": "RuntimeError: boom",
             }
         )
     )
-    rows = run_rows([tmp_path / "a", tmp_path / "missing"])
-    assert rows[0] == {
-        "job_id": "local",
-        "model": "gan",
-        "state": "COMPLETED",
-        "step": 20,
-        "max_steps": 20,
-        "last_loss": "loss_d=1.2500 loss_g=0.7500",
-        "run_dir": str(tmp_path / "a"),
-    }
-    assert rows[1]["state"] == "NO RUN.JSON"
-    console = Console(record=True, width=200)
-    console.print(summary_table(rows, "t"))
+    (run / "metrics.jsonl").write_text('{"step": 7, "kimg": 0.11, "images_per_s": 42.5}\n')
+    (run / "eval").mkdir()
+    for step, fid in ((5, 80.0), (7, 74.25)):
+        (run / "eval" / f"step_{step:08d}.json").write_text(json.dumps({"fid": fid}))
+    status = sweep_status(tmp_path)
+    (row,) = status["jobs"]
+    assert row["state"] == "FAILED" and row["slurm_job_id"] is None
+    assert row["best_fid"] == {"fid": 74.25, "step": 7} and row["wall_s"] == 3661.0
+    console = Console(record=True, width=250)
+    print_status(status, "t", console)
     text = console.export_text()
-    assert "COMPLETED" in text and "20/20" in text and "loss_d=1.2500" in text
+    for expected in (
+        "FAILED",
+        "7/20",
+        "loss_d=1.2500",
+        "74.25 @7",
+        "1:01:01",
+        "42.5",
+        "local",
+        "job 0 failed: RuntimeError: boom",
+    ):
+        assert expected in text, expected

@@ -8,58 +8,105 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from hpcgen import slurm
-from hpcgen.engine.run_record import read_run
+from hpcgen.status import sweep_status
 
-STATE_STYLE = {"COMPLETED": "green", "RUNNING": "cyan", "PENDING": "yellow", "FAILED": "red"}
-
-
-def run_rows(run_dirs: list[Path]) -> list[dict[str, Any]]:
-    """One row per run directory, SLURM state from squeue/scontrol when the job ran there."""
-    rows = []
-    for run_dir in run_dirs:
-        run = read_run(run_dir) or {}
-        job_id = run.get("slurm_job_id")
-        state = slurm.job_state(job_id) if job_id else None
-        losses = run.get("last_losses") or {}
-        rows.append(
-            {
-                "job_id": job_id or "local",
-                "model": run.get("model", "?"),
-                "state": state or str(run.get("status", "no run.json")).upper(),
-                "step": run.get("step", 0),
-                "max_steps": run.get("max_steps"),
-                "last_loss": " ".join(f"{k}={v:.4f}" for k, v in losses.items()) or "-",
-                "run_dir": str(run_dir),
-            }
-        )
-    return rows
+STATE_STYLE = {
+    "COMPLETED": "green",
+    "RUNNING": "cyan",
+    "PENDING": "yellow",
+    "FAILED": "red",
+    "PREEMPTED": "magenta",
+    "REQUEUED": "magenta",
+    "CANCELLED": "red",
+}
 
 
-def summary_table(rows: list[dict[str, Any]], title: str) -> Table:
+def _bar(step: int, max_steps: int | None, width: int = 10) -> str:
+    if not max_steps:
+        return str(step)
+    filled = round(width * min(step / max_steps, 1.0))
+    return f"{'█' * filled}{'·' * (width - filled)} {step}/{max_steps}"
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _wall(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def status_table(status: dict[str, Any], title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for name in ("job id", "model", "state", "steps", "last loss", "run dir"):
+    columns = (
+        "job",
+        "overrides",
+        "job id",
+        "state",
+        "steps",
+        "kimg",
+        "img/s",
+        "last loss",
+        "checkpoint",
+        "preempt.",
+        "best FID",
+        "skipped",
+        "wall",
+    )
+    for name in columns:
         table.add_column(name, overflow="fold")
-    for row in rows:
+    for row in status["jobs"]:
         style = STATE_STYLE.get(row["state"], "")
-        steps = f"{row['step']}/{row['max_steps']}" if row["max_steps"] else str(row["step"])
+        fid = row["best_fid"]
         table.add_row(
-            row["job_id"],
-            row["model"],
+            row["job"],
+            " ".join(row["overrides"]) or "-",
+            row["slurm_job_id"] or "local",
             f"[{style}]{row['state']}[/]" if style else row["state"],
-            steps,
-            row["last_loss"],
-            row["run_dir"],
+            _bar(row["step"], row["max_steps"]),
+            _fmt(row["kimg"], ".2f"),
+            _fmt(row["images_per_s"], ".1f"),
+            " ".join(f"{k}={v:.4f}" for k, v in row["losses"].items()) or "-",
+            row["latest_checkpoint"] or "-",
+            str(row["preemptions"]),
+            f"{fid['fid']:.2f} @{fid['step']}" if fid else "-",
+            str(row["skipped_samples"]),
+            _wall(row["wall_s"]),
         )
     return table
 
 
-def print_summary(run_dirs: list[Path], title: str) -> list[dict[str, Any]]:
-    rows = run_rows(run_dirs)
-    console = Console(width=None if Console().is_terminal else 160)
-    console.print(summary_table(rows, title))
-    for row in rows:  # where to look next
+def wide_console() -> Console:
+    """A terminal's own width; in a log file wide lines rather than an 80-column squeeze."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
+def print_status(status: dict[str, Any], title: str, console: Console | None = None) -> None:
+    """The table, the newest sample grid of each job, failures' errors, and what to do next."""
+    console = console or wide_console()
+    console.print(status_table(status, title))
+    for row in status["jobs"]:
         grids = sorted((Path(row["run_dir"]) / "samples").glob("step_*.png"))
-        if grids:
-            console.print(f"{row['model']} samples: {grids[-1]}", highlight=False)
-    return rows
+        where = [f"run dir {row['run_dir']}"] + ([f"samples {grids[-1]}"] if grids else [])
+        where += [f"log {row['log']}"] if row["log"] else []
+        console.print(
+            f"job {row['job']} ({row['model']}): " + ", ".join(where),
+            highlight=False,
+            soft_wrap=True,
+        )
+        if row["error"] and row["status"] == "failed":
+            console.print(f"job {row['job']} failed: {row['error']}", highlight=False)
+    for line in status["next"]:
+        console.print(f"next: {line}", highlight=False, soft_wrap=True)
+
+
+def print_summary(path: Path, title: str) -> dict[str, Any]:
+    """Status of a run or sweep directory, printed; returns the data."""
+    status = sweep_status(path)
+    print_status(status, title)
+    return status

@@ -23,6 +23,7 @@ from hpcgen.console import print_summary
 from hpcgen.data.shards import MANIFEST, data_root, read_manifest
 from hpcgen.data.sources import open_source
 from hpcgen.engine.run_record import read_run
+from hpcgen.status import run_dirs
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 
@@ -224,15 +225,14 @@ class SweepSummary(SqueueWatcher):
     """Prints the table of jobs when a run or a sweep ends (in the launching process)."""
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
-        print_summary([Path(config.hydra.runtime.output_dir)], "hpcgen run")
+        print_summary(Path(config.hydra.runtime.output_dir), "hpcgen run")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(config.hydra.sweep.dir)
-        jobs = [p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()]
-        runs = sorted(jobs, key=lambda p: int(p.name))
+        runs = run_dirs(sweep) if sweep.is_dir() else []
         job_ids = [r["slurm_job_id"] for r in map(read_run, runs) if r and r.get("slurm_job_id")]
         slurm.wait_until_finished(job_ids)  # results are in; let SLURM close the jobs first
-        print_summary(runs, f"hpcgen sweep {sweep}")
+        print_summary(sweep, f"hpcgen sweep {sweep}")
 
 
 def run_bench(cfg: DictConfig) -> dict[str, Any]:

@@ -1,0 +1,131 @@
+"""What `launch/status.py` shows: one row per job of a run or sweep directory, and what to do next.
+
+Everything comes from the run directories (run.json, metrics.jsonl, checkpoints/, eval/) and,
+for jobs that ran on SLURM, squeue/scontrol — never sacct, which fails without accounting.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hpcgen import slurm
+from hpcgen.engine.run_record import read_run
+
+
+def run_dirs(path: Path) -> list[Path]:
+    """The run directories under a sweep (its numbered job dirs), or [path] for a single run."""
+    if (path / "run.json").is_file() or (path / ".hydra").is_dir():
+        return [path]
+    jobs = [p for p in path.iterdir() if p.is_dir() and p.name.isdigit()]
+    return sorted(jobs, key=lambda p: int(p.name))
+
+
+def _last_metrics(run_dir: Path) -> dict[str, Any]:
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        return json.loads(lines[-1]) if lines else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _best_fid(run_dir: Path) -> tuple[float, int] | None:
+    best = None
+    for path in (run_dir / "eval").glob("step_*.json"):
+        try:
+            fid = json.loads(path.read_text())["fid"]
+        except (OSError, json.JSONDecodeError, KeyError):
+            continue
+        step = int(path.stem.split("_")[1])
+        if best is None or fid < best[0]:
+            best = (float(fid), step)
+    return best
+
+
+def _log_file(sweep: Path, job_id: str | None) -> str | None:
+    if not job_id:
+        return None
+    log = sweep / ".submitit" / job_id / f"{job_id}_0_log.out"
+    return str(log) if log.is_file() else None
+
+
+def job_row(run_dir: Path) -> dict[str, Any]:
+    """Everything known about one job, as plain JSON-able values."""
+    run = read_run(run_dir) or {}
+    metrics = _last_metrics(run_dir)
+    job_id = run.get("slurm_job_id")
+    slurm_state = slurm.job_state(job_id) if job_id else None
+    latest = run_dir / "checkpoints" / "latest"
+    end = run.get("ended") if run.get("status") != "running" else None
+    best = _best_fid(run_dir)
+    return {
+        "job": run_dir.name,
+        "run_dir": str(run_dir),
+        "overrides": run.get("overrides", []),
+        "model": run.get("model"),
+        "slurm_job_id": job_id,
+        "state": slurm_state or str(run.get("status", "not started")).upper(),
+        "status": run.get("status"),
+        "step": run.get("step", 0),
+        "max_steps": run.get("max_steps"),
+        "kimg": metrics.get("kimg"),
+        "images_per_s": metrics.get("images_per_s"),
+        "losses": run.get("last_losses") or {},
+        "latest_checkpoint": latest.read_text().strip() if latest.is_file() else None,
+        "preemptions": run.get("preemptions", 0),
+        "best_fid": {"fid": best[0], "step": best[1]} if best else None,
+        "skipped_samples": run.get("skipped_samples", metrics.get("skipped_samples", 0)),
+        "wall_s": ((end or time.time()) - run["started"]) if run.get("started") else None,
+        "log": _log_file(run_dir.parent, job_id),
+        "error": run.get("error"),
+    }
+
+
+def resume_command(sweep: Path) -> str | None:
+    """The command that continues every unfinished job of a sweep (from multirun.yaml)."""
+    try:
+        overrides = yaml.safe_load((sweep / "multirun.yaml").read_text())["hydra"]["overrides"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return None
+    hydra = [
+        o
+        for o in overrides.get("hydra", [])
+        if not o.startswith(("hydra.sweep.dir=", "hydra.mode="))
+    ]
+    args = [
+        "python",
+        "launch/train.py",
+        "-m",
+        *hydra,
+        *overrides.get("task", []),
+        f"hydra.sweep.dir={sweep}",
+    ]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def sweep_status(path: Path) -> dict[str, Any]:
+    """The data behind the table and the footer (also what --json prints)."""
+    rows = [job_row(d) for d in run_dirs(path)]
+    unfinished = [r for r in rows if r["status"] != "completed"]
+    next_steps = []
+    if unfinished and not any(r["state"] in slurm.ACTIVE_STATES for r in unfinished):
+        single = len(rows) == 1 and rows[0]["run_dir"] == str(path)
+        command = _rerun_command(path) if single else resume_command(path)
+        if command:
+            next_steps.append(f"resume the unfinished job(s): {command}")
+    return {"path": str(path), "jobs": rows, "next": next_steps}
+
+
+def _rerun_command(run_dir: Path) -> str | None:
+    """A single run continues when started again with the same overrides in the same dir."""
+    try:
+        overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or []
+    except (OSError, yaml.YAMLError):
+        return None
+    args = ["python", "launch/train.py", *overrides, f"hydra.run.dir={run_dir}"]
+    return " ".join(shlex.quote(a) for a in args)
