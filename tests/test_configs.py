@@ -73,6 +73,10 @@ def test_sweep_expands_to_cartesian_product():
         ({"model": {"name": "ddpm"}, "trainer": {"max_steps": "10"}}, "expected int"),
         ({"model": {"name": "ddpm"}, "deepspeed": {"zero_stage": 4}}, "deepspeed.zero_stage=4"),
         ({"model": {"name": "ddpm"}, "data": {"name": "folder"}}, "data.source"),
+        ({"model": {"name": "ddpm", "variance": "learned_range"}}, "needs model.loss=hybrid"),
+        ({"model": {"name": "ddpm", "sampler": "ddim2000"}}, "asks for 2000 steps"),
+        ({"model": {"name": "ddpm", "sampler": "euler"}}, "use ddpm, ddpmN or ddimN"),
+        ({"model": {"name": "ddpm", "parameterisation": "v"}}, "choose one of eps, x0, mu"),
     ],
 )
 def test_bad_values_name_the_field_and_the_fix(tree, message):

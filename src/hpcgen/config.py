@@ -69,12 +69,18 @@ class DataConfig:
 
 @dataclass
 class DDPMConfig:
-    """Minimal DDPM: eps-prediction U-Net on a linear beta schedule (Ho et al. 2020)."""
+    """DDPM (Ho et al. 2020) with Improved DDPM's schedules, parameterisations and losses."""
 
     name: str = "ddpm"
     preset: str = "small"  # tiny | small
     diffusion_steps: int = 1000
-    sample_steps: int = 100  # respaced ancestral sampling for the sample grids
+    schedule: str = "linear"  # linear | cosine
+    parameterisation: str = "eps"  # eps | x0 | mu: what the network predicts
+    variance: str = "fixed_small"  # fixed_small (beta_tilde) | fixed_large (beta) | learned_range
+    loss: str = "simple"  # simple | hybrid (simple + vlb_weight * L_vlb) | vlb
+    vlb_weight: float = 0.001
+    sampler: str = "ddpm100"  # ddpm, ddpmN (respaced) or ddimN for the sample grids
+    ddim_eta: float = 0.0
     lr: float = 2e-4
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
@@ -84,11 +90,31 @@ class DDPMConfig:
         _check_choice("model.name", self.name, ("ddpm",))
         _check_choice("model.preset", self.preset, ("tiny", "small"))
         _check_positive("model.diffusion_steps", self.diffusion_steps)
-        if not 1 <= self.sample_steps <= self.diffusion_steps:
+        _check_choice("model.schedule", self.schedule, ("linear", "cosine"))
+        _check_choice("model.parameterisation", self.parameterisation, ("eps", "x0", "mu"))
+        _check_choice(
+            "model.variance", self.variance, ("fixed_small", "fixed_large", "learned_range")
+        )
+        _check_choice("model.loss", self.loss, ("simple", "hybrid", "vlb"))
+        if self.variance == "learned_range" and self.loss == "simple":
             raise ConfigError(
-                f"model.sample_steps={self.sample_steps} is not valid: use 1.."
+                "model.variance=learned_range needs model.loss=hybrid or vlb: "
+                "L_simple does not train the variance"
+            )
+        _check_positive("model.vlb_weight", self.vlb_weight, allow_zero=True)
+        from hpcgen.diffusion.gaussian import parse_sampler
+
+        try:
+            _, steps = parse_sampler(self.sampler)
+        except ValueError as err:
+            raise ConfigError(f"model.sampler={self.sampler!r} is not valid: {err}") from err
+        if steps is not None and not 1 <= steps <= self.diffusion_steps:
+            raise ConfigError(
+                f"model.sampler={self.sampler} asks for {steps} steps: use 1.."
                 f"{self.diffusion_steps} (model.diffusion_steps)"
             )
+        if not 0.0 <= self.ddim_eta <= 1.0:
+            raise ConfigError(f"model.ddim_eta={self.ddim_eta} is not valid: use 0..1")
         _check_positive("model.lr", self.lr)
         _check_positive("model.num_samples", self.num_samples)
 

@@ -1,47 +1,169 @@
-"""The minimal diffusion maths against closed forms."""
+"""The diffusion maths against closed forms (Ho et al. 2020; Improved DDPM)."""
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 
-from hpcgen.diffusion.gaussian import alpha_bars, ddpm_sample, linear_betas, q_sample, respace
+from hpcgen.diffusion.gaussian import (
+    Diffusion,
+    alpha_bars,
+    cosine_betas,
+    ddim_sample,
+    ddpm_sample,
+    discretized_gaussian_log_likelihood,
+    linear_betas,
+    normal_kl,
+    p_mean_variance,
+    parse_sampler,
+    prior_bpd,
+    q_posterior,
+    q_sample,
+    respace,
+    training_losses,
+)
+
+D = Diffusion.from_betas(linear_betas(1000))
 
 
 def test_linear_schedule_matches_ho_et_al():
     betas = linear_betas(1000)
     assert betas.dtype == torch.float64
-    assert torch.isclose(betas[0], torch.tensor(1e-4, dtype=torch.float64))
-    assert torch.isclose(betas[-1], torch.tensor(0.02, dtype=torch.float64))
+    assert betas[0].item() == pytest.approx(1e-4) and betas[-1].item() == pytest.approx(0.02)
     assert alpha_bars(betas)[-1] < 1e-4  # x_T is (almost) pure noise
 
 
+def test_cosine_schedule_follows_eq_17():
+    betas = cosine_betas(1000)
+    assert betas.max().item() == pytest.approx(0.999)  # clipped near t = T
+    ab = alpha_bars(betas)
+    f = lambda t: math.cos((t / 1000 + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+    assert ab[499].item() == pytest.approx(f(500) / f(0), rel=1e-9)
+    # the cosine schedule destroys information more slowly than the linear one mid-chain
+    assert ab[500] > alpha_bars(linear_betas(1000))[500]
+
+
 def test_q_sample_has_the_marginal_moments():
-    ab = alpha_bars(linear_betas(1000))
-    x0 = torch.full((20000, 1, 1, 1), 0.5)
+    x0 = torch.full((20000, 1, 1, 1), 0.5, dtype=torch.float64)
     t = torch.full((20000,), 300)
-    xt = q_sample(x0, t, torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)), ab)
-    assert abs(xt.mean().item() - 0.5 * ab[300].sqrt().item()) < 0.02
-    assert abs(xt.var().item() - (1 - ab[300]).item()) < 0.02
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0), dtype=x0.dtype)
+    xt = q_sample(D, x0, t, noise)
+    assert xt.mean().item() == pytest.approx(0.5 * D.alpha_bar[300].sqrt().item(), abs=0.02)
+    assert xt.var().item() == pytest.approx((1 - D.alpha_bar[300]).item(), abs=0.02)
+
+
+def test_posterior_is_bayes_rule_of_the_forward_process():
+    # q(x_{t-1} | x_t, x0) ∝ q(x_t | x_{t-1}) q(x_{t-1} | x0): product of two Gaussians in x_{t-1}
+    t, x0, xt = (
+        400,
+        torch.tensor([[0.3]], dtype=torch.float64),
+        torch.tensor([[-0.2]], dtype=torch.float64),
+    )
+    a_t, ab_prev = 1 - D.betas[t], D.alpha_bar_prev[t]
+    precision = a_t / D.betas[t] + 1 / (1 - ab_prev)
+    mean = (a_t.sqrt() * xt / D.betas[t] + ab_prev.sqrt() * x0 / (1 - ab_prev)) / precision
+    got_mean, got_log_var = q_posterior(D, x0, xt, torch.tensor([t]))
+    assert got_mean.item() == pytest.approx(mean.item(), rel=1e-10)
+    assert got_log_var.exp().item() == pytest.approx((1 / precision).item(), rel=1e-10)
+
+
+@pytest.mark.parametrize("parameterisation", ["eps", "x0", "mu"])
+def test_every_parameterisation_recovers_the_posterior_from_its_true_target(parameterisation):
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.rand(4, 3, 2, 2, generator=g, dtype=torch.float64) * 2 - 1
+    noise = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 10, 500, 999])
+    xt = q_sample(D, x0, t, noise)
+    true_mean, _ = q_posterior(D, x0, xt, t)
+    output = {"eps": noise, "x0": x0, "mu": true_mean}[parameterisation]
+    p = p_mean_variance(D, output, xt, t, parameterisation, clip_x0=False)
+    assert torch.allclose(p["mean"], true_mean, atol=1e-8)
+    assert torch.allclose(p["x0"], x0, atol=1e-6)
+
+
+def test_learned_range_interpolates_between_the_two_fixed_variances():
+    xt, t = torch.zeros(3, 3, 2, 2, dtype=torch.float64), torch.tensor([5, 5, 5])
+    v = torch.tensor([-1.0, 1.0, 0.0], dtype=torch.float64).view(3, 1, 1, 1).expand(3, 3, 2, 2)
+    p = p_mean_variance(D, torch.cat([xt, v], 1), xt, t, variance="learned_range")
+    lv = p["log_variance"][:, 0, 0, 0]
+    assert lv[0].item() == pytest.approx(D.beta_tilde[5].log().item())  # v = -1: beta_tilde
+    assert lv[1].item() == pytest.approx(D.betas[5].log().item())  # v = +1: beta
+    assert lv[2].item() == pytest.approx((lv[0] + lv[1]).item() / 2)
+
+
+def test_kl_and_discretised_likelihood_are_normalised():
+    m, lv = torch.tensor([0.3]), torch.tensor([-1.0])
+    assert normal_kl(m, lv, m, lv).item() == pytest.approx(0.0, abs=1e-7)
+    # the 256 bins of [-1, 1] partition the real line: their probabilities sum to one
+    x = torch.linspace(-1, 1, 256, dtype=torch.float64)
+    for mean, log_scale in ((0.1, -2.0), (-0.7, -4.0), (0.99, -1.0)):
+        p = discretized_gaussian_log_likelihood(
+            x, torch.full_like(x, mean), torch.full_like(x, log_scale)
+        ).exp()
+        assert p.sum().item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_prior_term_is_almost_zero_for_data_in_range():
+    x0 = torch.rand(8, 3, 4, 4, dtype=torch.float64) * 2 - 1
+    assert prior_bpd(D, x0).max().item() < 1e-4
+
+
+@pytest.mark.parametrize(
+    "loss,keys",
+    [("simple", {"loss", "mse"}), ("hybrid", {"loss", "mse", "vlb"}), ("vlb", {"loss", "vlb"})],
+)
+def test_losses_are_per_example_and_hybrid_trains_only_the_variance_through_vlb(loss, keys):
+    g = torch.Generator().manual_seed(2)
+    x0 = torch.rand(4, 3, 4, 4, generator=g) * 2 - 1
+    noise, t = torch.randn(x0.shape, generator=g), torch.tensor([0, 1, 300, 999])
+    out = torch.zeros(4, 6, 4, 4, requires_grad=True)
+    terms = training_losses(D, lambda x, t: out, x0, t, noise, variance="learned_range", loss=loss)
+    assert set(terms) == keys and all(v.shape == (4,) for v in terms.values())
+    if loss == "hybrid":  # stop-gradient: L_vlb reaches only the variance channels
+        (mean_grad,) = torch.autograd.grad(terms["vlb"].sum(), out, retain_graph=True)
+        assert mean_grad[:, :3].abs().sum() == 0 and mean_grad[:, 3:].abs().sum() > 0
+
+
+def point_mass_eps(d: Diffusion, c: float):
+    """The exact eps of data distribution delta(c): (x_t - sqrt(abar) c) / sqrt(1 - abar)."""
+    full = Diffusion.from_betas(linear_betas(200))
+
+    def eps(x, t):
+        ab = full.alpha_bar.float()[t].view(-1, 1, 1, 1)
+        return (x - ab.sqrt() * c) / (1 - ab).sqrt()
+
+    return eps
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddpm20", "ddim20", "ddim5"])
+def test_samplers_with_the_exact_denoiser_of_a_point_mass_recover_it(sampler):
+    kind, steps = parse_sampler(sampler)
+    d = respace(Diffusion.from_betas(linear_betas(200)), steps or 200)
+    run = ddim_sample if kind == "ddim" else ddpm_sample
+    x = run(d, point_mass_eps(d, 0.3), (3, 2, 2), seeds=[0, 1, 2, 3])
+    assert torch.allclose(x, torch.full_like(x, 0.3), atol=0.05)
+
+
+def test_sample_i_is_the_same_at_any_batch_size_and_ddim_eta0_is_deterministic():
+    d = respace(Diffusion.from_betas(linear_betas(200)), 10)
+
+    def model(x, t):  # any smooth denoiser
+        return 0.5 * x + 0.001 * t.view(-1, 1, 1, 1)
+
+    four = ddpm_sample(d, model, (3, 4, 4), seeds=[10, 11, 12, 13])
+    two = ddpm_sample(d, model, (3, 4, 4), seeds=[12, 13])
+    assert torch.equal(four[2:], two)
+    a = ddim_sample(d, model, (3, 4, 4), seeds=[5], eta=0.0)
+    assert torch.equal(a, ddim_sample(d, model, (3, 4, 4), seeds=[5], eta=0.0))
+    assert not torch.equal(ddim_sample(d, model, (3, 4, 4), seeds=[5], eta=1.0), a)
 
 
 def test_respacing_keeps_alpha_bar_on_the_subsequence():
-    betas = linear_betas(1000)
-    timesteps, new_betas = respace(betas, 50)
-    assert len(timesteps) == 50 and timesteps[0] == 0 and timesteps[-1] == 999
-    assert torch.allclose(alpha_bars(new_betas), alpha_bars(betas)[timesteps])
-    assert torch.allclose(respace(betas, 1000)[1], betas)
-
-
-def test_sampler_with_the_true_eps_of_a_point_mass_recovers_it():
-    # data distribution = delta at c: eps(x_t, t) = (x_t - sqrt(ab_t) c) / sqrt(1 - ab_t)
-    betas = linear_betas(200)
-    ab = alpha_bars(betas).float()
-    c = 0.3
-
-    def eps(x, t):
-        a = ab[t][:, None, None, None]
-        return (x - a.sqrt() * c) / (1 - a).sqrt()
-
-    for steps in (200, 20):
-        x = ddpm_sample(eps, (4, 3, 2, 2), betas, torch.Generator().manual_seed(0), steps=steps)
-        assert torch.allclose(x, torch.full_like(x, c), atol=0.05)
+    d = respace(D, 50)
+    assert d.T == 50 and d.timesteps[0] == 0 and d.timesteps[-1] == 999
+    assert torch.allclose(d.alpha_bar, D.alpha_bar[d.timesteps])
+    assert torch.allclose(respace(D, 1000).betas, D.betas)
+    with pytest.raises(ValueError, match="1..1000"):
+        respace(D, 0)

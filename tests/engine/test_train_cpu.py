@@ -98,3 +98,22 @@ def test_local_multirun_trains_both_models_and_prints_the_table(tmp_path):
     out = result.stdout
     assert "hpcgen sweep" in out and out.count("COMPLETED") == 2
     assert "ddpm" in out and "gan" in out and "20/20" in out
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["model.schedule=cosine", "model.parameterisation=x0", "model.sampler=ddim10"],
+        ["model.variance=learned_range", "model.loss=hybrid", "model.sampler=ddpm20"],
+        ["model.parameterisation=mu", "model.variance=fixed_large", "model.loss=vlb"],
+    ],
+    ids=["cosine-x0-ddim", "learned-hybrid", "mu-large-vlb"],
+)
+def test_ddpm_variants_train_and_sample(options, tmp_path):
+    result = train(smoke_config("ddpm", "trainer.max_steps=10", *options), tmp_path)
+    losses = result["last_losses"]
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+    if "model.loss=hybrid" in options:
+        assert set(losses) == {"loss", "mse", "vlb"}
+    grid = Image.open(tmp_path / "samples" / "step_00000010.png")
+    assert grid.size == (52, 52)

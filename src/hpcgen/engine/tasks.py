@@ -9,7 +9,16 @@ from torch import nn
 
 from hpcgen.config import DDPMConfig, GANConfig, TrainConfig
 from hpcgen.data.stream import to_unit_range
-from hpcgen.diffusion.gaussian import alpha_bars, ddpm_sample, linear_betas, simple_loss
+from hpcgen.diffusion.gaussian import (
+    Diffusion,
+    cosine_betas,
+    ddim_sample,
+    ddpm_sample,
+    linear_betas,
+    parse_sampler,
+    respace,
+    training_losses,
+)
 from hpcgen.engine.deepspeed_engine import make_engine
 from hpcgen.gan.losses import d_logistic_loss, g_nonsaturating_loss
 from hpcgen.models.stylegan import build_gan
@@ -30,11 +39,13 @@ def _module_dtype(module: nn.Module) -> torch.dtype:
 
 
 class DDPMTask:
-    """One DeepSpeed engine around the U-Net; L_simple on eps."""
+    """One DeepSpeed engine around the U-Net; the Improved-DDPM losses of diffusion/."""
 
     def __init__(self, cfg: TrainConfig, rank: int, world_size: int) -> None:
-        mcfg: DDPMConfig = cfg.model  # type: ignore[assignment]
-        unet = build_unet(mcfg.preset)
+        self.cfg = mcfg = cfg.model  # type: ignore[assignment]
+        assert isinstance(mcfg, DDPMConfig)
+        out_channels = 6 if mcfg.variance == "learned_range" else 3
+        unet = build_unet(mcfg.preset, out_channels)
         self.parameters = {"unet": count_parameters(unet)}
         self.engine = make_engine(
             unet,
@@ -46,37 +57,62 @@ class DDPMTask:
             world_size,
         )
         self.engines = {"unet": self.engine}
-        self.sample_steps = mcfg.sample_steps
-        self.betas = linear_betas(mcfg.diffusion_steps)
-        self.alpha_bar = alpha_bars(self.betas)
+        betas = {"linear": linear_betas, "cosine": cosine_betas}[mcfg.schedule]
+        self.diffusion = Diffusion.from_betas(betas(mcfg.diffusion_steps))
         self.generator = _noise_generator(self.engine.device, cfg.seed, rank)
 
     def train_step(self, micro_batches: list[torch.Tensor]) -> dict[str, float]:
-        total = 0.0
+        totals: dict[str, float] = {}
         for x0 in micro_batches:
             x0 = to_unit_range(x0.to(self.engine.device), _module_dtype(self.engine.module))
-            loss = simple_loss(self.engine, x0, self.alpha_bar, self.generator)
-            self.engine.backward(loss)
+            t = torch.randint(
+                0, self.diffusion.T, (x0.shape[0],), generator=self.generator, device=x0.device
+            )
+            noise = torch.randn(
+                x0.shape, generator=self.generator, device=x0.device, dtype=x0.dtype
+            )
+            terms = training_losses(
+                self.diffusion,
+                self.engine,
+                x0,
+                t,
+                noise,
+                self.cfg.parameterisation,
+                self.cfg.variance,
+                self.cfg.loss,
+                self.cfg.vlb_weight,
+            )
+            self.engine.backward(terms["loss"].mean())
             self.engine.step()
-            total += loss.item()
-        return {"loss": total / len(micro_batches)}
+            for key, value in terms.items():
+                totals[key] = totals.get(key, 0.0) + value.mean().item() / len(micro_batches)
+        return totals
 
     def sample(self, n: int, resolution: int, seed: int) -> torch.Tensor:
-        """n images in [-1, 1]; every rank must call this (ZeRO-3 gathers weights collectively)."""
+        """n images in [-1, 1], sample i from seed (seed, i) whatever n is; every rank must call
+        this (ZeRO-3 gathers weights collectively)."""
         net = self.engine.module
         was_training = net.training
         net.eval()
-        dtype = _module_dtype(net)
-        gen = torch.Generator().manual_seed(seed)
+        dtype, device = _module_dtype(net), self.engine.device
+        kind, steps = parse_sampler(self.cfg.sampler)
+        d = respace(self.diffusion, steps or self.diffusion.T)
 
-        def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return net(x.to(self.engine.device, dtype), t.to(self.engine.device)).float().cpu()
+        def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return net(x.to(dtype), t).float()
 
-        images = ddpm_sample(
-            eps, (n, 3, resolution, resolution), self.betas, gen, self.sample_steps
+        seeds = [seed * 1_000_003 + i for i in range(n)]
+        common = dict(
+            parameterisation=self.cfg.parameterisation, variance=self.cfg.variance, device=device
         )
+        if kind == "ddim":
+            images = ddim_sample(
+                d, model, (3, resolution, resolution), seeds, eta=self.cfg.ddim_eta, **common
+            )
+        else:
+            images = ddpm_sample(d, model, (3, resolution, resolution), seeds, **common)
         net.train(was_training)
-        return images
+        return images.cpu()
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}

@@ -40,9 +40,11 @@ class ResBlock(nn.Module):
 
 
 class UNet(nn.Module):
-    """eps_theta(x_t, t): (B, 3, H, W), (B,) -> (B, 3, H, W)."""
+    """The denoiser: (B, 3, H, W), (B,) -> (B, out_channels, H, W) (6 with a learned variance)."""
 
-    def __init__(self, channels: int = 32, mult: tuple[int, ...] = (1, 2, 2)) -> None:
+    def __init__(
+        self, channels: int = 32, mult: tuple[int, ...] = (1, 2, 2), out_channels: int = 3
+    ) -> None:
         super().__init__()
         self.emb_dim = channels * 4
         self.time_mlp = nn.Sequential(
@@ -61,7 +63,7 @@ class UNet(nn.Module):
             self.up.append(ResBlock(c + w, w, self.emb_dim))
             c = w
         self.out = nn.Sequential(
-            nn.GroupNorm(min(8, c), c), nn.SiLU(), nn.Conv2d(c, 3, 3, padding=1)
+            nn.GroupNorm(min(8, c), c), nn.SiLU(), nn.Conv2d(c, out_channels, 3, padding=1)
         )
         self.base_channels = channels
 
@@ -82,5 +84,5 @@ class UNet(nn.Module):
         return self.out(h)
 
 
-def build_unet(preset: str) -> UNet:
-    return UNet(**PRESETS[preset])
+def build_unet(preset: str, out_channels: int = 3) -> UNet:
+    return UNet(**PRESETS[preset], out_channels=out_channels)
