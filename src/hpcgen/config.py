@@ -72,7 +72,7 @@ class DDPMConfig:
     """DDPM (Ho et al. 2020) with Improved DDPM's schedules, parameterisations and losses."""
 
     name: str = "ddpm"
-    preset: str = "small"  # tiny | small
+    preset: str = "small"  # tiny | small | lsun64 | lsun256 (U-Net sizes, see README)
     diffusion_steps: int = 1000
     schedule: str = "linear"  # linear | cosine
     parameterisation: str = "eps"  # eps | x0 | mu: what the network predicts
@@ -88,7 +88,7 @@ class DDPMConfig:
 
     def __post_init__(self) -> None:
         _check_choice("model.name", self.name, ("ddpm",))
-        _check_choice("model.preset", self.preset, ("tiny", "small"))
+        _check_choice("model.preset", self.preset, ("tiny", "small", "lsun64", "lsun256"))
         _check_positive("model.diffusion_steps", self.diffusion_steps)
         _check_choice("model.schedule", self.schedule, ("linear", "cosine"))
         _check_choice("model.parameterisation", self.parameterisation, ("eps", "x0", "mu"))

@@ -45,7 +45,7 @@ class DDPMTask:
         self.cfg = mcfg = cfg.model  # type: ignore[assignment]
         assert isinstance(mcfg, DDPMConfig)
         out_channels = 6 if mcfg.variance == "learned_range" else 3
-        unet = build_unet(mcfg.preset, out_channels)
+        unet = build_unet(mcfg.preset, out_channels, cfg.data.resolution)
         self.parameters = {"unet": count_parameters(unet)}
         self.engine = make_engine(
             unet,
