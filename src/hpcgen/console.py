@@ -95,7 +95,7 @@ def print_status(status: dict[str, Any], title: str, console: Console | None = N
         where = [f"run dir {row['run_dir']}"] + ([f"samples {grids[-1]}"] if grids else [])
         where += [f"log {row['log']}"] if row["log"] else []
         console.print(
-            f"job {row['job']} ({row['model']}): " + ", ".join(where),
+            f"job {row['job']} ({row['model'] or 'no run.json'}): " + ", ".join(where),
             highlight=False,
             soft_wrap=True,
         )

@@ -221,11 +221,12 @@ def ensure_shards(cfg: DataConfig) -> tuple[Path, dict]:
             if not (root / MANIFEST).is_file():
                 prepare(cfg)
         manifest = read_manifest(root)
-    _check_matches(cfg, root, manifest)
+    check_matches(cfg, root, manifest)
     return root, manifest
 
 
-def _check_matches(cfg: DataConfig, root: Path, manifest: dict) -> None:
+def check_matches(cfg: DataConfig, root: Path, manifest: dict) -> None:
+    """The shards in root were written for this config (resolution; synthetic: its size)."""
     want = {"resolution": cfg.resolution}
     if cfg.name == "synthetic":
         want |= {"source": "synthetic", "source_count": cfg.num_samples}

@@ -233,7 +233,7 @@ def training_losses(
         if loss == "hybrid":  # L_vlb's weight is per timestep of T, as in the paper
             terms["vlb"] = terms["vlb"] * d.T
     if loss == "simple":
-        terms["loss"] = terms["mse"]
+        terms["loss"] = terms.pop("mse")
     elif loss == "hybrid":
         terms["loss"] = terms["mse"] + vlb_weight * terms["vlb"]
     else:

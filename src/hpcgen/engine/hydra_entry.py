@@ -20,7 +20,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from hpcgen import slurm
 from hpcgen.config import ConfigError, DataConfig, TrainConfig, build_section
 from hpcgen.console import print_summary
-from hpcgen.data.shards import MANIFEST, data_root, read_manifest
+from hpcgen.data.shards import MANIFEST, check_matches, data_root, read_manifest
 from hpcgen.data.sources import open_source
 from hpcgen.engine.run_record import read_run
 from hpcgen.status import run_dirs
@@ -96,7 +96,8 @@ def check_train_job(cfg: DictConfig) -> None:
             f"data.root={root}"
         )
     if (root / MANIFEST).is_file():
-        read_manifest(root)  # every shard present with its recorded size, or name the file
+        # every shard present with its recorded size, written for this resolution
+        check_matches(data, root, read_manifest(root))
     if data.name == "folder" and not (root / MANIFEST).is_file():
         open_source(data.name, data.source, data.num_samples, data.resolution)
     if data.name == "synthetic":
@@ -199,18 +200,17 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     from hpcgen.engine.loop import train  # heavy imports only in the job
 
     hydra_cfg = HydraConfig.get()
-    try:
-        train_cfg = to_train_config(cfg)
+    delay = hydra_cfg.launcher.get("signal_delay_s") if "launcher" in hydra_cfg else None
+    try:  # a bad input found on the node (data changed since preflight): one line, status 2
+        return train(
+            to_train_config(cfg),
+            Path(hydra_cfg.runtime.output_dir),
+            list(hydra_cfg.overrides.task),
+            signal_delay_s=delay,
+        )
     except ConfigError as err:
         print(f"hpcgen: error: {err}", file=sys.stderr)
         sys.exit(2)
-    delay = hydra_cfg.launcher.get("signal_delay_s") if "launcher" in hydra_cfg else None
-    return train(
-        train_cfg,
-        Path(hydra_cfg.runtime.output_dir),
-        list(hydra_cfg.overrides.task),
-        signal_delay_s=delay,
-    )
 
 
 class SqueueWatcher(Callback):
