@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -35,15 +36,8 @@ def test_output_shape_and_zero_initial_output(out_channels):
 @pytest.mark.slow
 def test_tiny_unet_overfits_eight_images():
     torch.manual_seed(0)
-    images = (
-        torch.stack(
-            [torch.from_numpy(__import__("numpy").asarray(toy_bedroom(i, 16))) for i in range(8)]
-        )
-        .permute(0, 3, 1, 2)
-        .float()
-        / 127.5
-        - 1
-    )
+    images = torch.stack([torch.from_numpy(np.array(toy_bedroom(i, 16))) for i in range(8)])
+    images = images.permute(0, 3, 1, 2).float() / 127.5 - 1  # (8, 3, 16, 16)
     net = build_unet("tiny", 3, resolution=16)
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
     d = Diffusion.from_betas(linear_betas(100))
