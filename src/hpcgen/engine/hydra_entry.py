@@ -264,3 +264,26 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
             table.add_row(key, f"{value:,.2f}")
     Console().print(table)
     return result
+
+
+def run_generate(cfg: DictConfig) -> list[Path]:
+    """launch/generate.py: one PNG per seed and a grid; a bad checkpoint is one line, status 2."""
+    from hpcgen.engine.generate import generate, parse_seeds
+
+    try:
+        ckpt = Path(str(cfg.ckpt)).expanduser().resolve()
+        seeds = parse_seeds(cfg.seeds, int(cfg.n))
+        out = Path(cfg.out) if cfg.out else ckpt.parent.parent / "generated" / ckpt.name
+        written = generate(ckpt, seeds, out, cfg.sampler, bool(cfg.grid), bool(cfg.individual))
+    except MissingMandatoryValue:
+        print(
+            "hpcgen: error: ckpt is required: python launch/generate.py "
+            "ckpt=<run>/checkpoints/step_XXXXXXXX n=16",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    except (ConfigError, ValueError) as err:
+        print(f"hpcgen: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(f"[generate] {len(seeds)} image(s) from {ckpt} -> {out}")
+    return written

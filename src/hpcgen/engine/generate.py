@@ -1,0 +1,138 @@
+"""Samples from a committed checkpoint, one fixed seed per image, without DeepSpeed or a cluster.
+
+The run's own .hydra/config.yaml rebuilds the network; the weights come from the DeepSpeed
+model-states file (ZeRO-1/2 keep the whole module there). Sample i depends only on seed i.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from torchvision.utils import save_image
+
+from hpcgen.config import ConfigError, DDPMConfig, TrainConfig
+from hpcgen.diffusion.gaussian import (
+    Diffusion,
+    cosine_betas,
+    ddim_sample,
+    ddpm_sample,
+    linear_betas,
+    parse_sampler,
+    respace,
+)
+from hpcgen.engine.checkpoint import CheckpointError, verify
+from hpcgen.models.stylegan import build_gan
+from hpcgen.models.unet import build_unet
+
+
+def parse_seeds(spec: object, n: int) -> list[int]:
+    """'0-63', a list [1, 5, 9] (Hydra: seeds=[1,5,9]) or None (0..n-1)."""
+    if spec is None:
+        return list(range(n))
+    if not isinstance(spec, (str, int)):
+        return [int(s) for s in spec]  # type: ignore[attr-defined]
+    seeds: list[int] = []
+    for part in str(spec).split(","):
+        lo, _, hi = part.partition("-")
+        seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    return seeds
+
+
+def load_network(ckpt: Path, device: torch.device) -> tuple[TrainConfig, torch.nn.Module]:
+    """The run's config and its network (DDPM U-Net or GAN generator) with checkpoint weights."""
+    run_dir = ckpt.parent.parent
+    manifest = _verify_any_world_size(ckpt)
+    config_file = run_dir / ".hydra" / "config.yaml"
+    if not config_file.is_file():
+        raise ConfigError(f"{config_file} is missing: generate needs the run's resolved config")
+    tree = OmegaConf.to_container(OmegaConf.load(config_file), resolve=True)
+    cfg = TrainConfig.from_dict(tree)  # type: ignore[arg-type]
+    if isinstance(cfg.model, DDPMConfig):
+        out = 6 if cfg.model.variance == "learned_range" else 3
+        net, engine = build_unet(cfg.model.preset, out, cfg.data.resolution), "unet"
+    else:
+        net, engine = (
+            build_gan(cfg.model.preset, cfg.model.z_dim, cfg.data.resolution)[0],
+            "generator",
+        )
+    states = ckpt / engine / "state" / "mp_rank_00_model_states.pt"
+    if f"{engine}/state/mp_rank_00_model_states.pt" not in manifest["files"]:
+        raise ConfigError(
+            f"{ckpt} has no full model-states file for {engine} (ZeRO-3 "
+            "partitions weights): generate from a ZeRO-1/2 run"
+        )
+    module = torch.load(states, map_location="cpu", weights_only=False)["module"]
+    net.load_state_dict({k: v.float() for k, v in module.items()})
+    return cfg, net.to(device).eval()
+
+
+def _verify_any_world_size(ckpt: Path) -> dict:
+    import json
+
+    try:
+        world_size = json.loads((ckpt / "COMMITTED").read_text())["world_size"]
+        return verify(ckpt, world_size)
+    except (OSError, ValueError, KeyError, CheckpointError) as err:
+        raise ConfigError(
+            f"ckpt={ckpt} is not a committed hpcgen checkpoint ({err}): give a "
+            "checkpoints/step_XXXXXXXX directory of a run"
+        ) from err
+
+
+@torch.no_grad()
+def generate(
+    ckpt: Path,
+    seeds: list[int],
+    out_dir: Path,
+    sampler: str | None = None,
+    grid: bool = True,
+    individual: bool = True,
+    batch: int = 64,
+) -> list[Path]:
+    """Write one PNG per seed (and a grid); returns the written paths."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg, net = load_network(ckpt, device)
+    images = []
+    for start in range(0, len(seeds), batch):
+        chunk = seeds[start : start + batch]
+        if isinstance(cfg.model, DDPMConfig):
+            m = cfg.model
+            betas = {"linear": linear_betas, "cosine": cosine_betas}[m.schedule]
+            kind, steps = parse_sampler(sampler or m.sampler)
+            d = respace(Diffusion.from_betas(betas(m.diffusion_steps)), steps or m.diffusion_steps)
+            run = ddim_sample if kind == "ddim" else ddpm_sample
+            extra = {"eta": m.ddim_eta} if kind == "ddim" else {}
+            images.append(
+                run(
+                    d,
+                    net,
+                    (3, cfg.data.resolution, cfg.data.resolution),
+                    chunk,
+                    parameterisation=m.parameterisation,
+                    variance=m.variance,
+                    device=device,
+                    **extra,
+                ).cpu()
+            )
+        else:
+            z = torch.stack(
+                [
+                    torch.randn(cfg.model.z_dim, generator=torch.Generator().manual_seed(s))
+                    for s in chunk
+                ]
+            )
+            images.append(net(z.to(device)).float().cpu())
+    pictures = (torch.cat(images) + 1) / 2  # (N, 3, R, R) in [0, 1]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    if individual:
+        for seed, picture in zip(seeds, pictures, strict=True):
+            written.append(out_dir / f"seed_{seed:06d}.png")
+            save_image(picture, written[-1])
+    if grid:
+        written.append(out_dir / "grid.png")
+        save_image(pictures, written[-1], nrow=int(np.ceil(np.sqrt(len(seeds)))), padding=1)
+    return written
