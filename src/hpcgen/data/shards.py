@@ -68,7 +68,8 @@ def encode(image: Image.Image, fmt: str, quality: int) -> bytes:
     return buf.getvalue()
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (shards and checkpoint manifests)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -121,7 +122,7 @@ def write_shard(root: Path, shard: int, source, ids: list[str], cfg: DataConfig)
         "name": name,
         "count": count,
         "bytes": (root / name).stat().st_size,
-        "sha256": _sha256(root / name),
+        "sha256": sha256_file(root / name),
         "skipped": skipped,
     }
     _write_json_atomic(_record_path(root, shard), record)

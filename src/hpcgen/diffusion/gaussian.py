@@ -32,6 +32,9 @@ def cosine_betas(steps: int, s: float = 0.008) -> torch.Tensor:
     return (1 - f[1:] / f[:-1]).clamp(max=0.999)
 
 
+SCHEDULES = {"linear": linear_betas, "cosine": cosine_betas}
+
+
 def alpha_bars(betas: torch.Tensor) -> torch.Tensor:
     return torch.cumprod(1.0 - betas, dim=0)
 
@@ -42,6 +45,11 @@ class Diffusion:
 
     betas: torch.Tensor  # (T,)
     timesteps: torch.Tensor  # (T,) the model's timestep for each index (respacing keeps them)
+
+    @classmethod
+    def from_schedule(cls, schedule: str, steps: int) -> Diffusion:
+        """'linear' or 'cosine' with `steps` timesteps."""
+        return cls.from_betas(SCHEDULES[schedule](steps))
 
     @classmethod
     def from_betas(cls, betas: torch.Tensor, timesteps: torch.Tensor | None = None) -> Diffusion:
@@ -63,6 +71,13 @@ class Diffusion:
     def beta_tilde(self) -> torch.Tensor:
         """Improved DDPM, eq. 10: posterior variance (1 - abar_{t-1}) / (1 - abar_t) beta_t."""
         return self.betas * (1 - self.alpha_bar_prev) / (1 - self.alpha_bar)
+
+    @property
+    def posterior_coefs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Improved DDPM, eq. 11: mu_tilde = c0 x_0 + c1 x_t; returns (c0, c1)."""
+        c0 = self.betas * self.alpha_bar_prev.sqrt() / (1 - self.alpha_bar)
+        c1 = (1 - self.alpha_bar_prev) * (1 - self.betas).sqrt() / (1 - self.alpha_bar)
+        return c0, c1
 
     @property
     def log_beta_tilde_clipped(self) -> torch.Tensor:
@@ -97,9 +112,8 @@ def q_posterior(
     d: Diffusion, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, log variance) of the posterior."""
-    coef_x0 = d.betas * d.alpha_bar_prev.sqrt() / (1 - d.alpha_bar)
-    coef_xt = (1 - d.alpha_bar_prev) * (1 - d.betas).sqrt() / (1 - d.alpha_bar)
-    mean = _at(coef_x0, t, xt) * x0 + _at(coef_xt, t, xt) * xt
+    c0, c1 = d.posterior_coefs
+    mean = _at(c0, t, xt) * x0 + _at(c1, t, xt) * xt
     return mean, _at(d.log_beta_tilde_clipped, t, xt).expand_as(xt)
 
 
@@ -129,8 +143,7 @@ def p_mean_variance(
     if parameterisation == "mu":
         mean = output
         # invert eq. 11 for x0: mu = c0 x0 + c1 x_t
-        c0 = d.betas * d.alpha_bar_prev.sqrt() / (1 - d.alpha_bar)
-        c1 = (1 - d.alpha_bar_prev) * (1 - d.betas).sqrt() / (1 - d.alpha_bar)
+        c0, c1 = d.posterior_coefs
         x0 = (mean - _at(c1, t, xt) * xt) / _at(c0, t, xt)
         return {"mean": mean, "log_variance": log_var, "x0": x0}
     if parameterisation == "eps":  # Ho et al. 2020, eq. 15

@@ -10,7 +10,6 @@ checkpoints/
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hpcgen.data.shards import sha256_file
 from hpcgen.engine.distributed import barrier, print0
 
 MANIFEST = "COMMITTED"
@@ -54,14 +54,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -97,7 +89,7 @@ def verify(ckpt: Path, world_size: int, hashes: bool = False) -> dict:
         path = ckpt / rel
         if not path.is_file() or path.stat().st_size != meta["bytes"]:
             raise CheckpointError(f"{path} is missing or its size differs from the manifest")
-        if hashes and _sha256(path) != meta["sha256"]:
+        if hashes and sha256_file(path) != meta["sha256"]:
             raise CheckpointError(f"{path} does not match its sha256 in the manifest")
     return manifest
 
@@ -136,7 +128,7 @@ class CheckpointManager:
             for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
                 files[str(path.relative_to(tmp))] = {
                     "bytes": path.stat().st_size,
-                    "sha256": _sha256(path),
+                    "sha256": sha256_file(path),
                 }
             manifest = {"step": step, "world_size": self.world_size, "files": files}
             _write_atomic(tmp / MANIFEST, json.dumps(manifest, indent=1))

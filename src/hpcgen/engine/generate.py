@@ -16,10 +16,8 @@ from torchvision.utils import save_image
 from hpcgen.config import ConfigError, DDPMConfig, TrainConfig
 from hpcgen.diffusion.gaussian import (
     Diffusion,
-    cosine_betas,
     ddim_sample,
     ddpm_sample,
-    linear_betas,
     parse_sampler,
     respace,
 )
@@ -78,7 +76,7 @@ def _verify_any_world_size(ckpt: Path) -> dict:
     except (OSError, ValueError, KeyError, CheckpointError) as err:
         raise ConfigError(
             f"ckpt={ckpt} is not a committed hpcgen checkpoint ({err}): give a "
-            "checkpoints/step_XXXXXXXX directory of a run"
+            "checkpoints/step_<8-digit step> directory of a run"
         ) from err
 
 
@@ -100,9 +98,9 @@ def generate(
         chunk = seeds[start : start + batch]
         if isinstance(cfg.model, DDPMConfig):
             m = cfg.model
-            betas = {"linear": linear_betas, "cosine": cosine_betas}[m.schedule]
             kind, steps = parse_sampler(sampler or m.sampler)
-            d = respace(Diffusion.from_betas(betas(m.diffusion_steps)), steps or m.diffusion_steps)
+            full = Diffusion.from_schedule(m.schedule, m.diffusion_steps)
+            d = respace(full, steps or m.diffusion_steps)
             run = ddim_sample if kind == "ddim" else ddpm_sample
             extra = {"eta": m.ddim_eta} if kind == "ddim" else {}
             images.append(

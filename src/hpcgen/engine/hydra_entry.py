@@ -278,7 +278,7 @@ def run_generate(cfg: DictConfig) -> list[Path]:
     except MissingMandatoryValue:
         print(
             "hpcgen: error: ckpt is required: python launch/generate.py "
-            "ckpt=<run>/checkpoints/step_XXXXXXXX n=16",
+            "ckpt=<run>/checkpoints/step_<8-digit step> n=16",
             file=sys.stderr,
         )
         sys.exit(2)

@@ -11,10 +11,8 @@ from hpcgen.config import DDPMConfig, GANConfig, TrainConfig
 from hpcgen.data.stream import to_unit_range
 from hpcgen.diffusion.gaussian import (
     Diffusion,
-    cosine_betas,
     ddim_sample,
     ddpm_sample,
-    linear_betas,
     parse_sampler,
     respace,
     training_losses,
@@ -57,8 +55,7 @@ class DDPMTask:
             world_size,
         )
         self.engines = {"unet": self.engine}
-        betas = {"linear": linear_betas, "cosine": cosine_betas}[mcfg.schedule]
-        self.diffusion = Diffusion.from_betas(betas(mcfg.diffusion_steps))
+        self.diffusion = Diffusion.from_schedule(mcfg.schedule, mcfg.diffusion_steps)
         self.generator = _noise_generator(self.engine.device, cfg.seed, rank)
 
     def train_step(self, micro_batches: list[torch.Tensor]) -> dict[str, float]:
