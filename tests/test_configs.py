@@ -77,6 +77,15 @@ def test_sweep_expands_to_cartesian_product():
         ({"model": {"name": "ddpm", "sampler": "ddim2000"}}, "asks for 2000 steps"),
         ({"model": {"name": "ddpm", "sampler": "euler"}}, "use ddpm, ddpmN or ddimN"),
         ({"model": {"name": "ddpm", "parameterisation": "v"}}, "choose one of eps, x0, mu"),
+        ({"model": {"name": "gan", "loss": "hinge"}}, "nonsaturating, minimax, wgan_gp"),
+        ({"model": {"name": "gan", "augment": ["xflip", "cutout"]}}, "unknown augmentation"),
+        ({"model": {"name": "gan", "augment": "xflip"}}, "model.augment='xflip' must be a list"),
+        ({"model": {"name": "gan", "ada_target": 1.5}}, "null for a fixed model.augment_p"),
+        ({"model": {"name": "gan", "reduced_precision": "fp8"}}, "auto, none, bf16, fp16"),
+        (
+            {"model": {"name": "gan", "pl_weight": 2.0}, "deepspeed": {"zero_stage": 3}},
+            "use deepspeed=zero2",
+        ),
     ],
 )
 def test_bad_values_name_the_field_and_the_fix(tree, message):

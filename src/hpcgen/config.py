@@ -121,24 +121,71 @@ class DDPMConfig:
 
 @dataclass
 class GANConfig:
-    """Minimal GAN: conv generator and discriminator, non-saturating logistic loss."""
+    """StyleGAN2-ADA (Karras et al. 2020): networks, loss, R1/WGAN-GP/path length, ADA."""
 
     name: str = "gan"
-    preset: str = "small"  # tiny | small
-    z_dim: int = 64
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
+    preset: str = "small"  # tiny | small | stylegan2 (the report's 64x64 network)
+    loss: str = "nonsaturating"  # nonsaturating | minimax | wgan_gp
+    lr_g: float = 0.0025
+    lr_d: float = 0.0025
+    betas: tuple[float, float] = (0.0, 0.99)
     weight_decay: float = 0.0
     num_samples: int = 16
+    r1_gamma: float = 0.0128  # StyleGAN2-ADA's heuristic 0.0002 R^2 / batch at 64px, batch 64
+    r1_interval: int = 16  # lazy regularisation: every N-th D step, weighted by N
+    gp_lambda: float = 10.0  # WGAN-GP's penalty weight (model.loss=wgan_gp only)
+    pl_weight: float = 0.0  # path-length regularisation of G (0: off)
+    pl_interval: int = 4
+    pl_decay: float = 0.01
+    style_mixing_prob: float = 0.9
+    truncation_psi: float = 1.0  # for sample grids; 1 = no truncation
+    augment: list[str] = field(
+        default_factory=lambda: [
+            "xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac",
+            "brightness", "contrast", "lumaflip", "hue", "saturation",
+        ]
+    )  # fmt: skip
+    augment_p: float = 0.0  # initial strength (the fixed one when ada_target is null)
+    ada_target: float | None = 0.6  # r_t target; null: p stays at augment_p
+    ada_kimg: float = 500.0  # p can move from 0 to 1 in this many thousand images
+    ada_interval: int = 4  # steps between adjustments
+    reduced_precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | none | bf16 | fp16
+    num_fp16_res: int = 4  # how many top resolutions run in reduced precision
+    conv_clamp: float = 256.0  # clamp of activations in reduced-precision blocks
+    mbstd_group: int = 4
 
     def __post_init__(self) -> None:
+        from hpcgen.gan.augment import AUGMENTATIONS
+        from hpcgen.gan.losses import LOSSES
+
         _check_choice("model.name", self.name, ("gan",))
-        _check_choice("model.preset", self.preset, ("tiny", "small"))
-        _check_positive("model.z_dim", self.z_dim)
-        _check_positive("model.lr_g", self.lr_g)
-        _check_positive("model.lr_d", self.lr_d)
-        _check_positive("model.num_samples", self.num_samples)
+        _check_choice("model.preset", self.preset, ("tiny", "small", "stylegan2"))
+        _check_choice("model.loss", self.loss, LOSSES)
+        for name in ("lr_g", "lr_d", "num_samples", "r1_interval", "pl_interval", "ada_kimg"):
+            _check_positive(f"model.{name}", getattr(self, name))
+        for name in ("r1_gamma", "gp_lambda", "pl_weight", "num_fp16_res"):
+            _check_positive(f"model.{name}", getattr(self, name), allow_zero=True)
+        _check_positive("model.ada_interval", self.ada_interval)
+        _check_positive("model.mbstd_group", self.mbstd_group)
+        for name in ("style_mixing_prob", "augment_p", "pl_decay"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"model.{name}={getattr(self, name)} is not valid: use 0..1")
+        if self.ada_target is not None and not 0.0 < self.ada_target < 1.0:
+            raise ConfigError(
+                f"model.ada_target={self.ada_target} is not valid: use a value in (0, 1) "
+                "(0.6 in the ADA paper) or null for a fixed model.augment_p"
+            )
+        unknown = sorted(set(self.augment) - set(AUGMENTATIONS))
+        if unknown:
+            raise ConfigError(
+                f"model.augment has unknown augmentation(s) {unknown}: choose from "
+                f"{', '.join(AUGMENTATIONS)}"
+            )
+        _check_choice(
+            "model.reduced_precision", self.reduced_precision, ("auto", "none", "bf16", "fp16")
+        )
+        if self.truncation_psi < 0:
+            raise ConfigError(f"model.truncation_psi={self.truncation_psi} must be >= 0")
 
 
 @dataclass
@@ -211,6 +258,15 @@ class TrainConfig:
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        m = self.model
+        if isinstance(m, GANConfig) and m.pl_weight > 0 and self.deepspeed.zero_stage == 3:
+            raise ConfigError(
+                "model.pl_weight>0 with deepspeed=zero3: path-length regularisation "
+                "differentiates G's image with respect to w, which ZeRO-3's wrapped module "
+                "outputs do not allow; use deepspeed=zero2 (or zero1), or model.pl_weight=0"
+            )
+
     @classmethod
     def from_dict(cls, tree: dict[str, Any]) -> TrainConfig:
         """Build from a plain (resolved) dict, e.g. OmegaConf.to_container(cfg, resolve=True)."""
@@ -273,6 +329,11 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
         return tuple(
             _coerce(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
         )
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}={value!r} must be a list")
+        (arg,) = typing.get_args(hint)
+        return [_coerce(arg, v, f"{path}[{i}]") for i, v in enumerate(value)]
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint in (int, float, str, bool) and not (

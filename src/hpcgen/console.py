@@ -110,3 +110,22 @@ def print_summary(path: Path, title: str) -> dict[str, Any]:
     status = sweep_status(path)
     print_status(status, title)
     return status
+
+
+def print_layer_table(title: str, rows: list, console: Console | None = None) -> None:
+    """A network's per-layer table (models/summary.py rows) with a total line."""
+    table = Table(title=title, title_justify="left")
+    for name, justify in (
+        ("layer", "left"),
+        ("parameters", "right"),
+        ("buffers", "right"),
+        ("output shape", "left"),
+        ("dtype", "left"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for r in rows:
+        table.add_row(r.name, f"{r.parameters:,}", f"{r.buffers:,}", r.output_shape, r.dtype)
+    table.add_section()
+    total_p, total_b = sum(r.parameters for r in rows), sum(r.buffers for r in rows)
+    table.add_row("total", f"{total_p:,}", f"{total_b:,}", "", "")
+    (console or wide_console()).print(table)

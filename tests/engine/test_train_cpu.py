@@ -53,6 +53,15 @@ def test_losses_go_down_on_the_toy_bedrooms(tmp_path):
     assert losses[-1] < 0.6 * losses[0], losses
 
 
+def test_tiny_gan_learns_to_tell_real_from_fake(tmp_path):
+    train(smoke_config("gan", "trainer.max_steps=40", "trainer.log_every_steps=1"), tmp_path)
+    lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    gap = [line["d_real"] - line["d_fake"] for line in lines]  # D(real) - D(fake), logits
+    assert len(gap) == 40 and sum(gap[-5:]) / 5 > sum(gap[:5]) / 5 + 0.5, gap
+    assert "r1" in lines[0] and "r1" not in lines[1]  # lazy: every 16th step
+    assert all(0.0 <= line["ada_p"] <= 1.0 for line in lines)
+
+
 @pytest.mark.parametrize("model", ["ddpm", "gan"])
 def test_resumed_run_matches_uninterrupted_run(model, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"

@@ -281,6 +281,9 @@ class ShardStream:
                 num_workers=self.num_workers,
                 worker_init_fn=_ignore_preemption_signal,
                 prefetch_factor=4,
+                # its own generator: iter() would otherwise draw a seed from the global torch
+                # RNG, which the training step uses and a resumed run restores before this
+                generator=torch.Generator().manual_seed(0),
             )
         )
 

@@ -22,7 +22,8 @@ from hpcgen.diffusion.gaussian import (
     respace,
 )
 from hpcgen.engine.checkpoint import CheckpointError, verify
-from hpcgen.models.stylegan import build_gan
+from hpcgen.engine.gan_task import build_networks
+from hpcgen.gan.interpolate import seeded_latents
 from hpcgen.models.unet import build_unet
 
 
@@ -52,10 +53,8 @@ def load_network(ckpt: Path, device: torch.device) -> tuple[TrainConfig, torch.n
         out = 6 if cfg.model.variance == "learned_range" else 3
         net, engine = build_unet(cfg.model.preset, out, cfg.data.resolution), "unet"
     else:
-        net, engine = (
-            build_gan(cfg.model.preset, cfg.model.z_dim, cfg.data.resolution)[0],
-            "generator",
-        )
+        cuda = device.type == "cuda"
+        net, engine = build_networks(cfg.model, cfg.data.resolution, cuda)[0], "generator"
     states = ckpt / engine / "state" / "mp_rank_00_model_states.pt"
     if f"{engine}/state/mp_rank_00_model_states.pt" not in manifest["files"]:
         raise ConfigError(
@@ -89,6 +88,7 @@ def generate(
     grid: bool = True,
     individual: bool = True,
     batch: int = 64,
+    truncation_psi: float | None = None,
 ) -> list[Path]:
     """Write one PNG per seed (and a grid); returns the written paths."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -116,13 +116,11 @@ def generate(
                 ).cpu()
             )
         else:
-            z = torch.stack(
-                [
-                    torch.randn(cfg.model.z_dim, generator=torch.Generator().manual_seed(s))
-                    for s in chunk
-                ]
-            )
-            images.append(net(z.to(device)).float().cpu())
+            psi = cfg.model.truncation_psi if truncation_psi is None else truncation_psi
+            for z in seeded_latents(chunk, net.z_dim).to(device):
+                # one at a time: convolution kernels picked per batch size differ in the last
+                # bits, enough to move a pixel across a rounding step; G is cheap per image
+                images.append(net(z[None], psi=psi, noise_mode="const").float().cpu())
     pictures = (torch.cat(images) + 1) / 2  # (N, 3, R, R) in [0, 1]
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

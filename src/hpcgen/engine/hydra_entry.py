@@ -274,7 +274,15 @@ def run_generate(cfg: DictConfig) -> list[Path]:
         ckpt = Path(str(cfg.ckpt)).expanduser().resolve()
         seeds = parse_seeds(cfg.seeds, int(cfg.n))
         out = Path(cfg.out) if cfg.out else ckpt.parent.parent / "generated" / ckpt.name
-        written = generate(ckpt, seeds, out, cfg.sampler, bool(cfg.grid), bool(cfg.individual))
+        written = generate(
+            ckpt,
+            seeds,
+            out,
+            cfg.sampler,
+            bool(cfg.grid),
+            bool(cfg.individual),
+            truncation_psi=cfg.get("psi"),
+        )
     except MissingMandatoryValue:
         print(
             "hpcgen: error: ckpt is required: python launch/generate.py "

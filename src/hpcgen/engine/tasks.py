@@ -1,4 +1,5 @@
-"""What one training step means for each model: the DDPM's one engine, the GAN's two."""
+"""What one training step means for each model: the DDPM's one engine here, the GAN's two in
+gan_task.py."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hpcgen.config import DDPMConfig, GANConfig, TrainConfig
+from hpcgen.config import DDPMConfig, TrainConfig
 from hpcgen.data.stream import to_unit_range
 from hpcgen.diffusion.gaussian import (
     Diffusion,
@@ -18,8 +19,7 @@ from hpcgen.diffusion.gaussian import (
     training_losses,
 )
 from hpcgen.engine.deepspeed_engine import make_engine
-from hpcgen.gan.losses import d_logistic_loss, g_nonsaturating_loss
-from hpcgen.models.stylegan import build_gan
+from hpcgen.engine.gan_task import GANTask
 from hpcgen.models.unet import build_unet
 
 
@@ -110,76 +110,6 @@ class DDPMTask:
             images = ddpm_sample(d, model, (3, resolution, resolution), seeds, **common)
         net.train(was_training)
         return images.cpu()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-
-
-class GANTask:
-    """Two DeepSpeed engines (G, D), alternating D and G phases as StyleGAN2-ADA does."""
-
-    def __init__(self, cfg: TrainConfig, rank: int, world_size: int) -> None:
-        mcfg: GANConfig = cfg.model  # type: ignore[assignment]
-        self.z_dim = mcfg.z_dim
-        generator, discriminator = build_gan(mcfg.preset, mcfg.z_dim, cfg.data.resolution)
-        self.parameters = {
-            "generator": count_parameters(generator),
-            "discriminator": count_parameters(discriminator),
-        }
-        common = dict(
-            cfg=cfg.deepspeed,
-            batch_per_gpu=cfg.trainer.batch_per_gpu,
-            world_size=world_size,
-            betas=mcfg.betas,
-            weight_decay=mcfg.weight_decay,
-        )
-        self.g = make_engine(generator, lr=mcfg.lr_g, **common)
-        self.d = make_engine(discriminator, lr=mcfg.lr_d, **common)
-        self.engines = {"generator": self.g, "discriminator": self.d}
-        self.generator = _noise_generator(self.g.device, cfg.seed, rank)
-
-    def _latents(self, n: int) -> torch.Tensor:
-        z = torch.randn(n, self.z_dim, generator=self.generator, device=self.generator.device)
-        return z.to(_module_dtype(self.g.module))
-
-    def train_step(self, micro_batches: list[torch.Tensor]) -> dict[str, float]:
-        loss_d = loss_g = 0.0
-        # D phase: G only produces detached fakes
-        for real in micro_batches:
-            real = to_unit_range(real.to(self.d.device), _module_dtype(self.d.module))
-            with torch.no_grad():
-                fake = self.g.module(self._latents(real.shape[0])).to(real.dtype)
-            logits = self.d(torch.cat([real, fake]))  # (2B,)
-            loss = d_logistic_loss(logits[: real.shape[0]], logits[real.shape[0] :])
-            self.d.backward(loss)
-            self.d.step()
-            loss_d += loss.item()
-        # G phase: D frozen and called outside its engine, so no gradient reaches D's optimizer
-        self.d.module.requires_grad_(False)
-        try:
-            for real in micro_batches:
-                fake = self.g(self._latents(real.shape[0]))
-                loss = g_nonsaturating_loss(self.d.module(fake.to(_module_dtype(self.d.module))))
-                self.g.backward(loss)
-                self.g.step()
-                loss_g += loss.item()
-        finally:
-            self.d.module.requires_grad_(True)
-        n = len(micro_batches)
-        return {"loss_d": loss_d / n, "loss_g": loss_g / n}
-
-    def sample(self, n: int, resolution: int, seed: int) -> torch.Tensor:
-        net = self.g.module
-        was_training = net.training
-        net.eval()
-        z = torch.randn(n, self.z_dim, generator=torch.Generator().manual_seed(seed))
-        with torch.no_grad():
-            images = net(z.to(self.g.device, _module_dtype(net))).float().cpu()
-        net.train(was_training)
-        return images
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}

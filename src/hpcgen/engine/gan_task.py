@@ -1,0 +1,205 @@
+"""One StyleGAN2-ADA training step on two DeepSpeed engines (G, D): D phase with lazy R1 (or
+WGAN-GP), then G phase with D frozen, style mixing and optional lazy path-length
+regularisation; ADA's p follows D's overfitting statistic, averaged over ranks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from hpcgen.config import GANConfig, TrainConfig
+from hpcgen.console import print_layer_table
+from hpcgen.data.stream import to_unit_range
+from hpcgen.engine.deepspeed_engine import make_engine
+from hpcgen.engine.distributed import mean_over_ranks
+from hpcgen.gan.augment import AdaController, AugmentPipe
+from hpcgen.gan.interpolate import seeded_latents
+from hpcgen.gan.losses import d_loss, g_loss, gradient_penalty, path_length_penalty, r1_penalty
+from hpcgen.models import stylegan
+from hpcgen.models.summary import layer_summary
+
+
+def reduced_dtype(mcfg: GANConfig, cuda: bool) -> torch.dtype:
+    """The dtype of the top blocks: auto = bf16 on a GPU, fp32 on the CPU (bf16 convolutions
+    on the CPU are two orders of magnitude slower than fp32 ones)."""
+    choice = mcfg.reduced_precision
+    if choice == "auto":
+        choice = "bf16" if cuda else "none"
+    return {"none": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[choice]
+
+
+def build_networks(
+    mcfg: GANConfig, resolution: int, cuda: bool
+) -> tuple[stylegan.Generator, stylegan.Discriminator]:
+    dtype = reduced_dtype(mcfg, cuda)
+    return stylegan.build_gan(
+        mcfg.preset,
+        resolution,
+        num_fp16_res=mcfg.num_fp16_res if dtype != torch.float32 else 0,
+        reduced_dtype=dtype,
+        conv_clamp=mcfg.conv_clamp,
+        mbstd_group_size=mcfg.mbstd_group,
+    )
+
+
+REPORTED_LAYERS = (
+    stylegan.MappingNetwork,
+    stylegan.SynthesisLayer,
+    stylegan.ToRGB,
+    stylegan.SynthesisBlock,
+    stylegan.DiscriminatorBlock,
+    stylegan.DiscriminatorEpilogue,
+    stylegan.MinibatchStd,
+    stylegan.Conv2dLayer,
+    stylegan.FullyConnected,
+)
+
+
+def layer_tables(generator: stylegan.Generator, discriminator: stylegan.Discriminator) -> dict:
+    """Per-layer rows of G and D (the report's Figures 5 and 6) from one batch of 2, without
+    touching the global RNG or w_avg."""
+    z = torch.randn(2, generator.z_dim, generator=torch.Generator().manual_seed(0))
+    modes = generator.training, discriminator.training
+    generator.eval(), discriminator.eval()
+    try:
+        # affine layers count inside the layer they modulate, as in the report
+        rows_g = layer_summary(generator, (z,), REPORTED_LAYERS, (".affine",), noise_mode="const")
+        img = generator(z, noise_mode="const")
+        rows_d = layer_summary(discriminator, (img,), REPORTED_LAYERS)
+    finally:
+        generator.train(modes[0]), discriminator.train(modes[1])
+    return {"generator": rows_g, "discriminator": rows_d}
+
+
+class GANTask:
+    """The GAN's restartable training state: two engines, ADA's controller, counters."""
+
+    def __init__(self, cfg: TrainConfig, rank: int, world_size: int) -> None:
+        self.cfg = mcfg = cfg.model  # type: ignore[assignment]
+        assert isinstance(mcfg, GANConfig)
+        cuda = torch.cuda.is_available()
+        generator, discriminator = build_networks(mcfg, cfg.data.resolution, cuda)
+        self.z_dim = generator.z_dim
+        self.parameters = {
+            "generator": sum(p.numel() for p in generator.parameters()),
+            "discriminator": sum(p.numel() for p in discriminator.parameters()),
+        }
+        if rank == 0:
+            for name, rows in layer_tables(generator, discriminator).items():
+                print_layer_table(f"{name} ({mcfg.preset}, {cfg.data.resolution}px)", rows)
+        common = dict(
+            cfg=cfg.deepspeed,
+            batch_per_gpu=cfg.trainer.batch_per_gpu,
+            world_size=world_size,
+            weight_decay=mcfg.weight_decay,
+        )
+        # StyleGAN2, appendix B: lazy regularisation rescales Adam's lr and betas by N / (N + 1)
+        c_d = mcfg.r1_interval / (mcfg.r1_interval + 1) if mcfg.r1_gamma > 0 else 1.0
+        c_g = mcfg.pl_interval / (mcfg.pl_interval + 1) if mcfg.pl_weight > 0 else 1.0
+        betas_g = (mcfg.betas[0] ** c_g, mcfg.betas[1] ** c_g)
+        betas_d = (mcfg.betas[0] ** c_d, mcfg.betas[1] ** c_d)
+        self.g = make_engine(generator, lr=mcfg.lr_g * c_g, betas=betas_g, **common)
+        self.d = make_engine(discriminator, lr=mcfg.lr_d * c_d, betas=betas_d, **common)
+        self.engines = {"generator": self.g, "discriminator": self.d}
+        self.device = self.g.device
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 100_003 + rank)
+        self.augment = AugmentPipe(tuple(mcfg.augment))
+        self.ada = AdaController(mcfg.ada_target or 0.6, mcfg.ada_kimg, mcfg.ada_interval)
+        self.ada.p = mcfg.augment_p
+        self.global_batch = cfg.trainer.batch_per_gpu * cfg.deepspeed.grad_accum_steps * world_size
+        self.steps = 0
+        self.pl_mean = torch.zeros([], device=self.device)
+
+    def _latents(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.z_dim, generator=self.generator, device=self.device)
+
+    def _aug(self, images: torch.Tensor) -> torch.Tensor:
+        return self.augment(images, self.ada.p, self.generator)
+
+    def train_step(self, micro_batches: list[torch.Tensor]) -> dict[str, float]:
+        m = self.cfg
+        do_r1 = m.r1_gamma > 0 and self.steps % m.r1_interval == 0
+        do_pl = m.pl_weight > 0 and self.steps % m.pl_interval == 0
+        n_micro = len(micro_batches)
+        out: dict[str, float] = {}
+
+        def add(key: str, value: torch.Tensor) -> None:
+            out[key] = out.get(key, 0.0) + float(value.detach().float().mean()) / n_micro
+
+        # D phase: fakes without graph; reals and fakes through D separately (minibatch std
+        # must not mix them). Penalties that differentiate D's input (R1, WGAN-GP) run their own
+        # forward through the bare module: DeepSpeed's hooks on the engine's outputs would take
+        # torch.autograd.grad for the backward pass and reduce gradients early.
+        for real in micro_batches:
+            real = to_unit_range(real.to(self.device), torch.float32)
+            with torch.no_grad():
+                fake = self.g.module(self._latents(real.shape[0]), mixing_prob=m.style_mixing_prob)
+            fake_aug, real_aug = self._aug(fake), self._aug(real)
+            fake_logits, real_logits = self.d(fake_aug), self.d(real_aug)  # (B,), (B,)
+            self.ada.accumulate(real_logits)
+            loss = d_loss(m.loss, real_logits, fake_logits)
+            add("loss_d", loss)
+            if m.loss == "wgan_gp":
+                gp = gradient_penalty(self.d.module, real_aug, fake_aug, self.generator)
+                loss = loss + m.gp_lambda * gp
+                add("gp", gp)
+            if do_r1:  # Mescheder et al.: on the reals before augmentation, through it
+                real_r1 = real.detach().requires_grad_(True)
+                r1 = r1_penalty(self.d.module(self._aug(real_r1)), real_r1)
+                loss = loss + r1 * (m.r1_gamma / 2) * m.r1_interval
+                add("r1", r1)
+            self.d.backward(loss)
+            self.d.step()
+            add("d_real", real_logits)
+            add("d_fake", fake_logits)
+        if m.ada_target is not None:
+            self.ada.step(self.global_batch, mean_over_ranks)
+        out["ada_p"] = self.ada.p
+
+        # G phase: D frozen and called outside its engine, so no gradient reaches D
+        self.d.module.requires_grad_(False)
+        try:
+            for real in micro_batches:
+                n = real.shape[0]
+                fake = self.g(self._latents(n), mixing_prob=m.style_mixing_prob)
+                loss = g_loss(m.loss, self.d.module(self._aug(fake)))
+                add("loss_g", loss)
+                if do_pl:  # on half the batch, as StyleGAN2 does, with its own forward
+                    img, ws = self.g.module(self._latents(max(n // 2, 1)), return_ws=True)
+                    pl, self.pl_mean = path_length_penalty(
+                        img, ws, self.pl_mean, m.pl_decay, self.generator
+                    )
+                    loss = loss + pl * m.pl_weight * m.pl_interval
+                    add("pl", pl)
+                self.g.backward(loss)
+                self.g.step()
+        finally:
+            self.d.module.requires_grad_(True)
+        self.steps += 1
+        return out
+
+    @torch.no_grad()
+    def sample(self, n: int, resolution: int, seed: int) -> torch.Tensor:
+        """n images in [-1, 1]; image i from seed * 1_000_003 + i whatever n is."""
+        net = self.g.module
+        was_training = net.training
+        net.eval()
+        z = seeded_latents([seed * 1_000_003 + i for i in range(n)], self.z_dim)
+        images = net(z.to(self.device), psi=self.cfg.truncation_psi, noise_mode="const")
+        net.train(was_training)
+        return images.float().cpu()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.get_state(),
+            "ada": self.ada.state_dict(),
+            "steps": self.steps,
+            "pl_mean": self.pl_mean.cpu(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.ada.load_state_dict(state["ada"])
+        self.steps = state["steps"]
+        self.pl_mean = state["pl_mean"].to(self.device)
