@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -246,3 +247,37 @@ def _equal(a, b) -> bool:
     if hasattr(a, "__dict__") and not isinstance(a, type):  # e.g. DeepSpeed's LossScaler
         return type(a) is type(b) and _equal(vars(a), vars(b))
     return a == b
+
+
+def test_evaluation_array_on_slurm_evaluates_each_checkpoint_once(slurm_cluster, tmp_path):
+    sweep = tmp_path / "sweep"
+    trained = run_train(
+        ["-m", "model=gan", "experiment=smoke", "trainer.max_steps=30", f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path,
+    )
+    assert trained.returncode == 0, (trained.stdout + trained.stderr)[-3000:]
+    evaluate = [
+        sys.executable,
+        str(REPO / "launch" / "evaluate.py"),
+        f"run={sweep}",
+        "hydra/launcher=slurm",
+        f"hydra.sweep.dir={tmp_path / 'eval-sweep'}",
+        "eval.extractor=tiny-test",
+        "eval.num_samples=32",
+        "eval.ref_samples=128",
+        "eval.kid_subsets=5",
+        "eval.kid_subset_size=32",
+    ]
+    first = subprocess.run(evaluate, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    output = first.stdout + first.stderr
+    assert first.returncode == 0, output[-4000:]
+    assert "one array of 3 task(s)" in output
+    results = [
+        json.loads((sweep / "0" / "eval" / f"step_{s:08d}.json").read_text()) for s in (10, 20, 30)
+    ]
+    assert [r["step"] for r in results] == [10, 20, 30]
+    logs = list((tmp_path / "eval-sweep").glob(".submitit/*/*_log.out"))
+    array_ids = {p.parent.name.split("_")[0] for p in logs}
+    assert len(logs) == 3 and len(array_ids) == 1, "three tasks of one SLURM array"
+    again = subprocess.run(evaluate, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert again.returncode == 0 and "nothing to evaluate" in again.stdout

@@ -85,9 +85,12 @@ class DDPMConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     num_samples: int = 16  # images in each sample grid
+    ema_decay: float = 0.9999  # EMA of the weights (warm-up (1 + n) / (10 + n)), for samples
 
     def __post_init__(self) -> None:
         _check_choice("model.name", self.name, ("ddpm",))
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"model.ema_decay={self.ema_decay} is not valid: use 0..1 (0.9999)")
         _check_choice("model.preset", self.preset, ("tiny", "small", "lsun64", "lsun256"))
         _check_positive("model.diffusion_steps", self.diffusion_steps)
         _check_choice("model.schedule", self.schedule, ("linear", "cosine"))
@@ -153,6 +156,8 @@ class GANConfig:
     num_fp16_res: int = 4  # how many top resolutions run in reduced precision
     conv_clamp: float = 256.0  # clamp of activations in reduced-precision blocks
     mbstd_group: int = 4
+    ema_kimg: float = 10.0  # half-life of G's EMA in thousands of images (StyleGAN2-ADA)
+    ema_rampup: float = 0.05  # half-life at most this fraction of the images seen (0: none)
 
     def __post_init__(self) -> None:
         from hpcgen.gan.augment import AUGMENTATIONS
@@ -163,7 +168,14 @@ class GANConfig:
         _check_choice("model.loss", self.loss, LOSSES)
         for name in ("lr_g", "lr_d", "num_samples", "r1_interval", "pl_interval", "ada_kimg"):
             _check_positive(f"model.{name}", getattr(self, name))
-        for name in ("r1_gamma", "gp_lambda", "pl_weight", "num_fp16_res"):
+        for name in (
+            "r1_gamma",
+            "gp_lambda",
+            "pl_weight",
+            "num_fp16_res",
+            "ema_kimg",
+            "ema_rampup",
+        ):
             _check_positive(f"model.{name}", getattr(self, name), allow_zero=True)
         _check_positive("model.ada_interval", self.ada_interval)
         _check_positive("model.mbstd_group", self.mbstd_group)

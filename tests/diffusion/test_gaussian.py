@@ -167,3 +167,42 @@ def test_respacing_keeps_alpha_bar_on_the_subsequence():
     assert torch.allclose(respace(D, 1000).betas, D.betas)
     with pytest.raises(ValueError, match="1..1000"):
         respace(D, 0)
+
+
+def test_ddim_with_eta_zero_inverts_for_a_known_model():
+    # data x0 ~ N(0, s^2 I): the exact predictor E[eps | x_t] = sqrt(1-ab) x_t / (ab s^2 + 1-ab)
+    from hpcgen.diffusion.gaussian import Diffusion, ddim_invert, ddim_sample, respace
+
+    s = 0.5
+    d = respace(Diffusion.from_schedule("cosine", 1000), 200)
+
+    def model(x, t):
+        ab = d.alpha_bar.to(x.device)[torch.searchsorted(d.timesteps.to(x.device), t)].float()
+        ab = ab[:, None, None, None]
+        return (1 - ab).sqrt() * x / (ab * s**2 + 1 - ab)
+
+    x0 = s * torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    x_T = ddim_invert(d, model, x0)
+    assert 0.8 < float(x_T.std()) < 1.2  # a standard-normal-looking latent
+    back = ddim_sample(d, model, (3, 8, 8), [0, 1, 2, 3], eta=0.0, x_T=x_T)
+    assert torch.allclose(back, x0.clamp(-1, 1), atol=2e-2), float((back - x0).abs().max())
+    again = ddim_sample(d, model, (3, 8, 8), [0, 1, 2, 3], eta=0.0, x_T=x_T)
+    assert torch.equal(back, again)  # deterministic
+
+
+def test_report_figures_are_written_and_a_perfect_predictor_has_zero_noise_error(tmp_path):
+    from PIL import Image
+
+    from hpcgen.diffusion.figures import noising_strip, predicted_noise_figure
+    from hpcgen.diffusion.gaussian import Diffusion
+
+    d = Diffusion.from_schedule("linear", 1000)
+    x0 = torch.rand(2, 3, 8, 8) * 2 - 1
+    strip = noising_strip(d, x0, tmp_path / "noising.png", columns=6)
+    assert Image.open(strip).size == (6 * 9 + 1, 2 * 9 + 1)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    perfect = predicted_noise_figure(d, lambda x, t: noise, x0, tmp_path / "noise.png", (10, 500))
+    assert all(v < 1e-8 for v in perfect.values())
+    blind = predicted_noise_figure(d, lambda x, t: torch.zeros_like(x), x0, tmp_path / "zero.png")
+    assert all(0.5 < v < 1.5 for v in blind.values())  # predicting 0 misses E[eps^2] = 1
+    assert Image.open(tmp_path / "noise.png").size == (2 * 3 * 9 + 1, 2 * 9 + 1)

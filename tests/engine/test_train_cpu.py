@@ -127,3 +127,23 @@ def test_ddpm_variants_train_and_sample(options, tmp_path):
         assert set(losses) == {"loss", "mse", "vlb"}
     grid = Image.open(tmp_path / "samples" / "step_00000010.png")
     assert grid.size == (52, 52)
+
+
+def test_zero3_run_keeps_an_ema_that_generate_uses(tmp_path):
+    train(smoke_config("gan", "deepspeed=zero3", "trainer.max_steps=10"), tmp_path)
+    ckpt = tmp_path / "checkpoints" / "step_00000010"
+    state = torch.load(ckpt / "hpcgen_rank00000.pt", weights_only=True)
+    ema = state["task"]["ema"]
+    assert "synthesis.b16.conv1.weight" in ema and state["task"]["images_seen"] == 80
+    # ZeRO-3 partitions the trained weights: the EMA is the full network, in fp32
+    from omegaconf import OmegaConf
+
+    from hpcgen.engine.generate import load_network
+
+    cfg = compose_train(["model=gan", "experiment=smoke", "deepspeed=zero3"])
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save({k: v for k, v in cfg.items() if k != "hydra"}, tmp_path / ".hydra/config.yaml")
+    _, net = load_network(ckpt, torch.device("cpu"))
+    assert torch.equal(
+        net.state_dict()["synthesis.b16.conv1.weight"], ema["synthesis.b16.conv1.weight"]
+    )

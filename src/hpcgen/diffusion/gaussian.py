@@ -334,9 +334,12 @@ def ddim_sample(
     parameterisation: str = "eps",
     variance: str = "fixed_small",
     device: torch.device | str = "cpu",
+    x_T: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    """Images (N, C, H, W) in [-1, 1]; from x_T when given (interpolation), else from each
+    seed's noise. With eta = 0 the map x_T -> x_0 is deterministic."""
     gens = [torch.Generator().manual_seed(s) for s in seeds]
-    x = per_sample_noise(gens, shape, device)
+    x = per_sample_noise(gens, shape, device) if x_T is None else x_T.to(device)
     ab, ab_prev = d.alpha_bar, d.alpha_bar_prev
     for i in reversed(range(d.T)):
         t = torch.full((len(seeds),), i, dtype=torch.long, device=device)
@@ -350,6 +353,23 @@ def ddim_sample(
         if i > 0 and sigma > 0:
             x = x + sigma * per_sample_noise(gens, shape, device)
     return x.clamp(-1, 1)
+
+
+# Song et al. 2021 (DDIM), sec. 4.3: the eta = 0 update run forwards, x_{t-1} -> x_t, with the
+# network evaluated at the point it starts from (the usual first-order inversion)
+@torch.no_grad()
+def ddim_invert(d: Diffusion, model: Callable, x0: torch.Tensor) -> torch.Tensor:
+    """x_T whose deterministic DDIM decoding (eta = 0, same d) returns approximately x0; for
+    eps-predicting networks (the first C output channels are eps, as with learned variance)."""
+    x = x0
+    channels = x0.shape[1]
+    for i in range(d.T):
+        ab, ab_prev = d.alpha_bar[i].item(), d.alpha_bar_prev[i].item()
+        t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
+        eps = model(x, d.timesteps.to(x.device)[t])[:, :channels]
+        x0_hat = (x - (1 - ab_prev) ** 0.5 * eps) / ab_prev**0.5  # x is at level ab_prev
+        x = ab**0.5 * x0_hat + (1 - ab) ** 0.5 * eps
+    return x
 
 
 def parse_sampler(spec: str) -> tuple[str, int | None]:

@@ -13,6 +13,7 @@ from hpcgen.console import print_layer_table
 from hpcgen.data.stream import to_unit_range
 from hpcgen.engine.deepspeed_engine import make_engine
 from hpcgen.engine.distributed import mean_over_ranks
+from hpcgen.engine.ema import EMA, gan_ema_beta
 from hpcgen.gan.augment import AdaController, AugmentPipe
 from hpcgen.gan.interpolate import seeded_latents
 from hpcgen.gan.losses import d_loss, g_loss, gradient_penalty, path_length_penalty, r1_penalty
@@ -85,6 +86,8 @@ class GANTask:
             "generator": sum(p.numel() for p in generator.parameters()),
             "discriminator": sum(p.numel() for p in discriminator.parameters()),
         }
+        self.ema = EMA(generator)  # before DeepSpeed: full fp32 weights even under ZeRO-3
+        self.zero_stage = cfg.deepspeed.zero_stage
         if rank == 0:
             for name, rows in layer_tables(generator, discriminator).items():
                 print_layer_table(f"{name} ({mcfg.preset}, {cfg.data.resolution}px)", rows)
@@ -103,12 +106,14 @@ class GANTask:
         self.d = make_engine(discriminator, lr=mcfg.lr_d * c_d, betas=betas_d, **common)
         self.engines = {"generator": self.g, "discriminator": self.d}
         self.device = self.g.device
+        self.ema.to(self.device)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 100_003 + rank)
         self.augment = AugmentPipe(tuple(mcfg.augment))
         self.ada = AdaController(mcfg.ada_target or 0.6, mcfg.ada_kimg, mcfg.ada_interval)
         self.ada.p = mcfg.augment_p
         self.global_batch = cfg.trainer.batch_per_gpu * cfg.deepspeed.grad_accum_steps * world_size
         self.steps = 0
+        self.images_seen = 0
         self.pl_mean = torch.zeros([], device=self.device)
 
     def _latents(self, n: int) -> torch.Tensor:
@@ -177,12 +182,15 @@ class GANTask:
         finally:
             self.d.module.requires_grad_(True)
         self.steps += 1
+        self.images_seen += self.global_batch
+        beta = gan_ema_beta(self.global_batch, self.images_seen, m.ema_kimg, m.ema_rampup)
+        self.ema.update(self.g.module, beta, self.zero_stage)
         return out
 
     @torch.no_grad()
     def sample(self, n: int, resolution: int, seed: int) -> torch.Tensor:
-        """n images in [-1, 1]; image i from seed * 1_000_003 + i whatever n is."""
-        net = self.g.module
+        """n images in [-1, 1] from G's EMA; image i from seed * 1_000_003 + i whatever n is."""
+        net = self.ema.module
         was_training = net.training
         net.eval()
         z = seeded_latents([seed * 1_000_003 + i for i in range(n)], self.z_dim)
@@ -195,11 +203,14 @@ class GANTask:
             "generator": self.generator.get_state(),
             "ada": self.ada.state_dict(),
             "steps": self.steps,
+            "images_seen": self.images_seen,
             "pl_mean": self.pl_mean.cpu(),
+            "ema": self.ema.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
         self.ada.load_state_dict(state["ada"])
-        self.steps = state["steps"]
+        self.steps, self.images_seen = state["steps"], state["images_seen"]
+        self.ema.load_state_dict(state["ema"])
         self.pl_mean = state["pl_mean"].to(self.device)

@@ -55,13 +55,18 @@ def load_network(ckpt: Path, device: torch.device) -> tuple[TrainConfig, torch.n
     else:
         cuda = device.type == "cuda"
         net, engine = build_networks(cfg.model, cfg.data.resolution, cuda)[0], "generator"
-    states = ckpt / engine / "state" / "mp_rank_00_model_states.pt"
-    if f"{engine}/state/mp_rank_00_model_states.pt" not in manifest["files"]:
-        raise ConfigError(
-            f"{ckpt} has no full model-states file for {engine} (ZeRO-3 "
-            "partitions weights): generate from a ZeRO-1/2 run"
-        )
-    module = torch.load(states, map_location="cpu", weights_only=False)["module"]
+    # the EMA weights (full fp32, whatever the ZeRO stage); a checkpoint without them: the
+    # trained weights from DeepSpeed's model states (ZeRO-1/2 only)
+    task_state = torch.load(ckpt / "hpcgen_rank00000.pt", map_location="cpu", weights_only=True)
+    module = task_state["task"].get("ema")
+    if module is None:
+        states = ckpt / engine / "state" / "mp_rank_00_model_states.pt"
+        if f"{engine}/state/mp_rank_00_model_states.pt" not in manifest["files"]:
+            raise ConfigError(
+                f"{ckpt} has neither EMA weights nor a full model-states file for {engine} "
+                "(ZeRO-3 partitions weights): generate from a ZeRO-1/2 run"
+            )
+        module = torch.load(states, map_location="cpu", weights_only=False)["module"]
     net.load_state_dict({k: v.float() for k, v in module.items()})
     return cfg, net.to(device).eval()
 
@@ -80,19 +85,22 @@ def _verify_any_world_size(ckpt: Path) -> dict:
 
 
 @torch.no_grad()
-def generate(
-    ckpt: Path,
+def sample_images(
+    cfg: TrainConfig,
+    net: torch.nn.Module,
     seeds: list[int],
-    out_dir: Path,
+    device: torch.device,
     sampler: str | None = None,
-    grid: bool = True,
-    individual: bool = True,
-    batch: int = 64,
     truncation_psi: float | None = None,
-) -> list[Path]:
-    """Write one PNG per seed (and a grid); returns the written paths."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    cfg, net = load_network(ckpt, device)
+    batch: int = 64,
+    exact_per_seed: bool = True,
+) -> torch.Tensor:
+    """(len(seeds), 3, R, R) in [-1, 1] on the CPU; image i depends on seeds[i] only.
+
+    exact_per_seed runs the GAN one image at a time: convolution kernels picked per batch size
+    differ in the last bits, enough to move a pixel across a rounding step. Evaluation turns it
+    off for speed (the difference is far below what FID resolves).
+    """
     images = []
     for start in range(0, len(seeds), batch):
         chunk = seeds[start : start + batch]
@@ -117,11 +125,27 @@ def generate(
             )
         else:
             psi = cfg.model.truncation_psi if truncation_psi is None else truncation_psi
-            for z in seeded_latents(chunk, net.z_dim).to(device):
-                # one at a time: convolution kernels picked per batch size differ in the last
-                # bits, enough to move a pixel across a rounding step; G is cheap per image
-                images.append(net(z[None], psi=psi, noise_mode="const").float().cpu())
-    pictures = (torch.cat(images) + 1) / 2  # (N, 3, R, R) in [0, 1]
+            z = seeded_latents(chunk, net.z_dim).to(device)
+            for part in z.split(1 if exact_per_seed else batch):
+                images.append(net(part, psi=psi, noise_mode="const").float().cpu())
+    return torch.cat(images)
+
+
+def generate(
+    ckpt: Path,
+    seeds: list[int],
+    out_dir: Path,
+    sampler: str | None = None,
+    grid: bool = True,
+    individual: bool = True,
+    batch: int = 64,
+    truncation_psi: float | None = None,
+) -> list[Path]:
+    """Write one PNG per seed (and a grid); returns the written paths."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg, net = load_network(ckpt, device)
+    images = sample_images(cfg, net, seeds, device, sampler, truncation_psi, batch)
+    pictures = (images + 1) / 2  # (N, 3, R, R) in [0, 1]
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     if individual:

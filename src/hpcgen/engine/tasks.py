@@ -19,6 +19,7 @@ from hpcgen.diffusion.gaussian import (
     training_losses,
 )
 from hpcgen.engine.deepspeed_engine import make_engine
+from hpcgen.engine.ema import EMA, ddpm_ema_beta
 from hpcgen.engine.gan_task import GANTask
 from hpcgen.models.unet import build_unet
 
@@ -45,6 +46,9 @@ class DDPMTask:
         out_channels = 6 if mcfg.variance == "learned_range" else 3
         unet = build_unet(mcfg.preset, out_channels, cfg.data.resolution)
         self.parameters = {"unet": count_parameters(unet)}
+        self.ema = EMA(unet)  # before DeepSpeed: full fp32 weights even under ZeRO-3
+        self.ema_updates = 0
+        self.zero_stage = cfg.deepspeed.zero_stage
         self.engine = make_engine(
             unet,
             mcfg.lr,
@@ -55,6 +59,7 @@ class DDPMTask:
             world_size,
         )
         self.engines = {"unet": self.engine}
+        self.ema.to(self.engine.device)
         self.diffusion = Diffusion.from_schedule(mcfg.schedule, mcfg.diffusion_steps)
         self.generator = _noise_generator(self.engine.device, cfg.seed, rank)
 
@@ -83,12 +88,14 @@ class DDPMTask:
             self.engine.step()
             for key, value in terms.items():
                 totals[key] = totals.get(key, 0.0) + value.mean().item() / len(micro_batches)
+        beta = ddpm_ema_beta(self.cfg.ema_decay, self.ema_updates)
+        self.ema.update(self.engine.module, beta, self.zero_stage)
+        self.ema_updates += 1
         return totals
 
     def sample(self, n: int, resolution: int, seed: int) -> torch.Tensor:
-        """n images in [-1, 1], sample i from seed (seed, i) whatever n is; every rank must call
-        this (ZeRO-3 gathers weights collectively)."""
-        net = self.engine.module
+        """n images in [-1, 1] from the EMA weights, sample i from seed (seed, i) whatever n is."""
+        net = self.ema.module
         was_training = net.training
         net.eval()
         dtype, device = _module_dtype(net), self.engine.device
@@ -112,10 +119,16 @@ class DDPMTask:
         return images.cpu()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
+        return {
+            "generator": self.generator.get_state(),
+            "ema": self.ema.state_dict(),
+            "ema_updates": self.ema_updates,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
+        self.ema.load_state_dict(state["ema"])
+        self.ema_updates = state["ema_updates"]
 
 
 def build_task(cfg: TrainConfig, rank: int, world_size: int) -> DDPMTask | GANTask:

@@ -1,0 +1,1 @@
+"""Post-hoc evaluation: Inception features, FID/KID, reference statistics, the job array."""

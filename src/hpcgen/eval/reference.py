@@ -1,0 +1,63 @@
+"""Reference statistics of a dataset: computed once per (shards, resolution, extractor, N)
+from the uint8 images in the shards (the training data's own preprocessing, no re-encode),
+cached under a key that names all four, written atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hpcgen.data.shards import shard_paths
+from hpcgen.data.stream import ShardStream
+from hpcgen.eval.features import Extractor
+from hpcgen.eval.metrics import feature_statistics
+
+KID_MAX_FEATURES = 10_000  # features kept for KID (its subsets hold 1000 images)
+
+
+def real_images(root: Path, manifest: dict, n: int, batch: int = 256) -> torch.Tensor:
+    """The first n images of the shards in order (no shuffle, no flip): uint8 (n, 3, R, R)."""
+    n = min(n, manifest["total"])
+    stream = ShardStream(shard_paths(root, manifest), batch, shuffle_buffer=0, num_workers=0)
+    images, have = [], 0
+    while have < n:
+        images.append(stream.next_batch())
+        have += len(images[-1])
+    stream.close()
+    return torch.cat(images)[:n]
+
+
+def cache_key(manifest: dict, extractor: Extractor, n: int) -> str:
+    described = {
+        "shards": [(s["name"], s.get("sha256"), s["bytes"]) for s in manifest["shards"]],
+        "resolution": manifest["resolution"],
+        "extractor": extractor.name,
+        "weights": extractor.weights_sha256,
+        "n": n,
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def reference_statistics(
+    root: Path, manifest: dict, extractor: Extractor, n: int, batch: int = 64
+) -> tuple[dict, bool]:
+    """({mu, sigma, features, n, path}, loaded_from_cache)."""
+    n = min(n, manifest["total"])
+    key = cache_key(manifest, extractor, n)
+    path = root / "fid_refs" / f"ref_{manifest['resolution']}px_{extractor.name}_n{n}_{key}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return {k: z[k] for k in ("mu", "sigma", "features")} | {"n": n, "path": path}, True
+    features = extractor(real_images(root, manifest, n), batch)
+    mu, sigma = feature_statistics(features)
+    kept = features[:KID_MAX_FEATURES].astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, mu=mu, sigma=sigma, features=kept, key=key)
+    os.replace(tmp, path)
+    return {"mu": mu, "sigma": sigma, "features": kept, "n": n, "path": path}, False

@@ -1,0 +1,146 @@
+"""Evaluation on real checkpoints of a real (short) multirun: results, caching, idempotence,
+atomicity, and that training improves the FID. The tiny-test extractor keeps this fast; the
+staged Inception is checked for parity in test_inception.py."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from hpcgen.config import ConfigError
+from hpcgen.data.shards import read_manifest
+from hpcgen.eval.evaluate import build_manifest
+from hpcgen.eval.features import build_extractor, tiny_test
+from hpcgen.eval.reference import reference_statistics
+from tests.conftest import REPO, run_train
+
+pytestmark = pytest.mark.slow
+
+SMALL = [
+    "eval.extractor=tiny-test",
+    "eval.num_samples=32",
+    "eval.ref_samples=128",
+    "eval.kid_subsets=5",
+    "eval.kid_subset_size=32",
+    "eval.sampler=ddim5",
+    "eval.interp_steps=4",
+]
+
+
+def evaluate(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "launch" / "evaluate.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """A real two-job multirun (DDPM and GAN, 20 steps, checkpoints at 10 and 20)."""
+    root = tmp_path_factory.mktemp("eval")
+    result = run_train(
+        ["-m", "model=ddpm,gan", "experiment=smoke", f"hydra.sweep.dir={root / 'sweep'}"], cwd=root
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return root / "sweep"
+
+
+def test_local_evaluation_writes_every_result_and_a_second_run_does_nothing(sweep):
+    first = evaluate(f"run={sweep}", *SMALL)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+    for job, model in (("0", "ddpm"), ("1", "gan")):
+        eval_dir = sweep / job / "eval"
+        for step in (10, 20):
+            result = json.loads((eval_dir / f"step_{step:08d}.json").read_text())
+            assert result["model"] == model and result["step"] == step
+            assert (
+                result["num_samples"] == 32
+                and result["fid"] > 0
+                and np.isfinite(result["kid_mean"])
+            )
+            assert result["comparable_to_published"] is False
+            assert (eval_dir / f"interpolation_step_{step:08d}.png").is_file()
+            assert (eval_dir / f"samples_step_{step:08d}.png").is_file()
+        assert (eval_dir / "fid_vs_step.png").is_file()
+        if model == "ddpm":  # the report's DDPM figures
+            assert (eval_dir / "noising.png").is_file()
+            assert (eval_dir / "noise_prediction_step_00000020.png").is_file()
+            assert len(result["noise_mse_by_t"]) == 5
+    manifest = json.loads((sweep / "eval" / "manifest.json").read_text())
+    assert len(manifest["entries"]) == 4
+    second = evaluate(f"run={sweep}", *SMALL)
+    assert second.returncode == 0 and "nothing to evaluate" in second.stdout
+    assert json.loads((sweep / "eval" / "manifest.json").read_text())["entries"] == []
+
+
+def test_dry_run_prints_the_sbatch_line_for_the_plain_array(sweep):
+    result = evaluate(f"run={sweep / '1'}", "dry_run=true", "force=true", *SMALL)
+    assert result.returncode == 0, result.stderr[-2000:]
+    manifest = sweep / "1" / "eval" / "manifest.json"
+    assert f"sbatch --array=0-1%8 slurm/eval_array.sbatch {manifest} eval.extractor=tiny-test" in (
+        result.stdout
+    )
+
+
+def test_cached_reference_statistics_equal_fresh_ones(sweep, tmp_path):
+    run = json.loads((sweep / "1" / "run.json").read_text())
+    root = tmp_path / "data"
+    root.symlink_to(run["data_root"])  # a second location: no cache there yet
+    manifest = read_manifest(root)
+    extractor = tiny_test(__import__("torch").device("cpu"))
+    for cache in (root / "fid_refs").glob("*.npz"):
+        cache.unlink()
+    fresh, cached_first = reference_statistics(root, manifest, extractor, 100)
+    again, cached_second = reference_statistics(root, manifest, extractor, 100)
+    assert (cached_first, cached_second) == (False, True)
+    for key in ("mu", "sigma"):
+        np.testing.assert_array_equal(fresh[key], again[key])
+    assert "n100" in again["path"].name and extractor.name in again["path"].name
+
+
+def test_a_killed_task_leaves_no_partial_result(sweep):
+    manifest, entries = build_manifest(sweep / "0", "step_10", force=True)
+    result = sweep / "0" / "eval" / "step_00000010.json"
+    result.unlink()
+    slow = [a for a in SMALL if not a.startswith("eval.num_samples")] + ["eval.num_samples=4096"]
+    task = subprocess.Popen(
+        [sys.executable, str(REPO / "launch" / "evaluate.py"), f"run={sweep / '0'}",
+         f"manifest={manifest}", "task=0", *slow],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert "[evaluate] task 0" in task.stdout.readline()
+    time.sleep(3)
+    task.send_signal(signal.SIGKILL)
+    task.wait(timeout=30)
+    assert not result.exists()
+    assert not list((sweep / "0" / "eval").glob("step_00000010*"))
+
+
+def test_missing_inception_weights_name_the_staging_command(tmp_path):
+    with pytest.raises(ConfigError, match="launch/stage_weights.py"):
+        build_extractor("inception", tmp_path / "nothing", __import__("torch").device("cpu"))
+
+
+def test_a_trained_gan_scores_a_much_better_fid_than_an_untrained_one(tmp_path):
+    result = run_train(
+        ["-m", "model=gan", "experiment=smoke", "trainer.max_steps=1,200",
+         "trainer.ckpt_every_steps=200", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    args = ["eval.num_samples=256", "eval.ref_samples=256", "eval.kid_subset_size=100"]
+    done = evaluate(f"run={tmp_path / 'sweep'}", "eval.extractor=tiny-test", *args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    untrained = json.loads((tmp_path / "sweep/0/eval/step_00000001.json").read_text())
+    trained = json.loads((tmp_path / "sweep/1/eval/step_00000200.json").read_text())
+    assert trained["fid"] < 0.5 * untrained["fid"], (untrained["fid"], trained["fid"])
+    assert trained["kid_mean"] < untrained["kid_mean"]
