@@ -86,9 +86,11 @@ class DDPMConfig:
     weight_decay: float = 0.0
     num_samples: int = 16  # images in each sample grid
     ema_decay: float = 0.9999  # EMA of the weights (warm-up (1 + n) / (10 + n)), for samples
+    timestep_sampler: str = "uniform"  # uniform | loss_aware (Improved DDPM's, for L_vlb)
 
     def __post_init__(self) -> None:
         _check_choice("model.name", self.name, ("ddpm",))
+        _check_choice("model.timestep_sampler", self.timestep_sampler, ("uniform", "loss_aware"))
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay={self.ema_decay} is not valid: use 0..1 (0.9999)")
         _check_choice("model.preset", self.preset, ("tiny", "small", "lsun64", "lsun256"))

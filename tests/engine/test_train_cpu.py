@@ -62,12 +62,29 @@ def test_tiny_gan_learns_to_tell_real_from_fake(tmp_path):
     assert all(0.0 <= line["ada_p"] <= 1.0 for line in lines)
 
 
-@pytest.mark.parametrize("model", ["ddpm", "gan"])
-def test_resumed_run_matches_uninterrupted_run(model, tmp_path):
+@pytest.mark.parametrize(
+    "model,extra",
+    [
+        ("ddpm", []),
+        (
+            "ddpm",
+            [
+                "model.loss=hybrid",
+                "model.variance=learned_range",
+                "model.timestep_sampler=loss_aware",
+                "model.diffusion_steps=10",
+                "model.sampler=ddpm",
+            ],
+        ),
+        ("gan", []),
+    ],
+    ids=["ddpm", "ddpm-hybrid-loss-aware", "gan"],
+)
+def test_resumed_run_matches_uninterrupted_run(model, extra, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
-    train(smoke_config(model), straight)
-    train(smoke_config(model, "trainer.max_steps=10"), split)
-    train(smoke_config(model), split)  # resumes from step 10
+    train(smoke_config(model, *extra), straight)
+    train(smoke_config(model, "trainer.max_steps=10", *extra), split)
+    train(smoke_config(model, *extra), split)  # resumes from step 10
     for engine in {"ddpm": ["unet"], "gan": ["generator", "discriminator"]}[model]:
         a, b = weights(straight, 20, engine), weights(split, 20, engine)
         for name in a:

@@ -67,12 +67,12 @@ def test_local_evaluation_writes_every_result_and_a_second_run_does_nothing(swee
                 and np.isfinite(result["kid_mean"])
             )
             assert result["comparable_to_published"] is False
-            assert (eval_dir / f"interpolation_step_{step:08d}.png").is_file()
-            assert (eval_dir / f"samples_step_{step:08d}.png").is_file()
+            assert (eval_dir / f"step_{step:08d}_interp.png").is_file()
+            assert (eval_dir / f"step_{step:08d}_samples.png").is_file()
         assert (eval_dir / "fid_vs_step.png").is_file()
         if model == "ddpm":  # the report's DDPM figures
             assert (eval_dir / "noising.png").is_file()
-            assert (eval_dir / "noise_prediction_step_00000020.png").is_file()
+            assert (eval_dir / "step_00000020_noise_prediction.png").is_file()
             assert len(result["noise_mse_by_t"]) == 5
     manifest = json.loads((sweep / "eval" / "manifest.json").read_text())
     assert len(manifest["entries"]) == 4
@@ -122,7 +122,7 @@ def test_a_killed_task_leaves_no_partial_result(sweep):
     task.send_signal(signal.SIGKILL)
     task.wait(timeout=30)
     assert not result.exists()
-    assert not list((sweep / "0" / "eval").glob("step_00000010*"))
+    assert not list((sweep / "0" / "eval").glob("step_00000010*.json"))
 
 
 def test_missing_inception_weights_name_the_staging_command(tmp_path):

@@ -154,3 +154,12 @@ def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return {k: float(v) / dist.get_world_size() for k, v in zip(keys, t.tolist(), strict=True)}
+
+
+def gather_from_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate an equally-shaped tensor from every rank, in rank order (a collective)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)

@@ -18,7 +18,9 @@ from hpcgen.diffusion.gaussian import (
     respace,
     training_losses,
 )
+from hpcgen.diffusion.timesteps import LossAwareSampler
 from hpcgen.engine.deepspeed_engine import make_engine
+from hpcgen.engine.distributed import gather_from_ranks
 from hpcgen.engine.ema import EMA, ddpm_ema_beta
 from hpcgen.engine.gan_task import GANTask
 from hpcgen.models.unet import build_unet
@@ -61,15 +63,22 @@ class DDPMTask:
         self.engines = {"unet": self.engine}
         self.ema.to(self.engine.device)
         self.diffusion = Diffusion.from_schedule(mcfg.schedule, mcfg.diffusion_steps)
+        self.timesteps = (
+            LossAwareSampler(self.diffusion.T) if mcfg.timestep_sampler == "loss_aware" else None
+        )
         self.generator = _noise_generator(self.engine.device, cfg.seed, rank)
 
     def train_step(self, micro_batches: list[torch.Tensor]) -> dict[str, float]:
         totals: dict[str, float] = {}
         for x0 in micro_batches:
             x0 = to_unit_range(x0.to(self.engine.device), _module_dtype(self.engine.module))
-            t = torch.randint(
-                0, self.diffusion.T, (x0.shape[0],), generator=self.generator, device=x0.device
-            )
+            weights = None
+            if self.timesteps is None:
+                t = torch.randint(
+                    0, self.diffusion.T, (x0.shape[0],), generator=self.generator, device=x0.device
+                )
+            else:
+                t, weights = self.timesteps.sample(x0.shape[0], self.generator, x0.device)
             noise = torch.randn(
                 x0.shape, generator=self.generator, device=x0.device, dtype=x0.dtype
             )
@@ -84,7 +93,12 @@ class DDPMTask:
                 self.cfg.loss,
                 self.cfg.vlb_weight,
             )
-            self.engine.backward(terms["loss"].mean())
+            loss = terms["loss"] if weights is None else terms["loss"] * weights
+            self.engine.backward(loss.mean())
+            if self.timesteps is not None:  # every rank records every rank's losses
+                self.timesteps.update(
+                    gather_from_ranks(t), gather_from_ranks(terms["loss"].detach().float())
+                )
             self.engine.step()
             for key, value in terms.items():
                 totals[key] = totals.get(key, 0.0) + value.mean().item() / len(micro_batches)
@@ -123,12 +137,15 @@ class DDPMTask:
             "generator": self.generator.get_state(),
             "ema": self.ema.state_dict(),
             "ema_updates": self.ema_updates,
+            "timesteps": self.timesteps.state_dict() if self.timesteps else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
         self.ema.load_state_dict(state["ema"])
         self.ema_updates = state["ema_updates"]
+        if self.timesteps is not None:
+            self.timesteps.load_state_dict(state["timesteps"])
 
 
 def build_task(cfg: TrainConfig, rank: int, world_size: int) -> DDPMTask | GANTask:

@@ -223,7 +223,7 @@ def ddpm_figures(
     if not (eval_dir / "noising.png").is_file():
         noising_strip(d, x0, eval_dir / "noising.png")
     ts = tuple(int(round(f * (d.T - 1))) for f in (0.05, 0.25, 0.5, 0.75, 0.95))
-    path = eval_dir / f"noise_prediction_{name}.png"
+    path = eval_dir / f"{name}_noise_prediction.png"
 
     def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return net(x.to(device), t.to(device)).float().cpu()
@@ -265,8 +265,8 @@ def evaluate_checkpoint(entry: dict, ecfg: EvalConfig, force: bool = False) -> d
     )
     eval_dir = out.parent
     eval_dir.mkdir(parents=True, exist_ok=True)
-    save_image((grid + 1) / 2, eval_dir / f"samples_{ckpt.name}.png", nrow=8, padding=1)
-    interp = eval_dir / f"interpolation_{ckpt.name}.png"
+    save_image((grid + 1) / 2, eval_dir / f"{ckpt.name}_samples.png", nrow=8, padding=1)
+    interp = eval_dir / f"{ckpt.name}_interp.png"
     frames = interpolation_figure(cfg, net, interp, ecfg.interp_steps, ecfg.seed, device)
     extra = ddpm_figures(cfg, net, root, manifest, eval_dir, ckpt.name, device) if is_ddpm else {}
     result = {
