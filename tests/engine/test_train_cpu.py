@@ -59,6 +59,7 @@ def test_tiny_gan_learns_to_tell_real_from_fake(tmp_path):
     gap = [line["d_real"] - line["d_fake"] for line in lines]  # D(real) - D(fake), logits
     assert len(gap) == 40 and sum(gap[-5:]) / 5 > sum(gap[:5]) / 5 + 0.5, gap
     assert "r1" in lines[0] and "r1" not in lines[1]  # lazy: every 16th step
+    assert Image.open(tmp_path / "augment.png").size == (7 * 17 + 1, 13 * 17 + 1)  # Figure 7
     assert all(0.0 <= line["ada_p"] <= 1.0 for line in lines)
 
 

@@ -45,6 +45,17 @@ def save_samples(task: Any, cfg: TrainConfig, run_dir: Path, step: int, is_main:
     return path
 
 
+def write_augmentation_figure(root: Path, manifest: dict, path: Path) -> None:
+    """The report's Figure 7 for this data: one real image under each ADA augmentation
+    (read apart from the training stream, so the data position is untouched)."""
+    from hpcgen.eval.reference import real_images
+    from hpcgen.gan.augment import augmentation_figure
+
+    image = real_images(root, manifest, 1)[0].float() / 127.5 - 1
+    augmentation_figure(image, path)
+    print0(f"[hpcgen] ADA's augmentations of one training image: {path}")
+
+
 def train(
     cfg: TrainConfig,
     run_dir: Path,
@@ -84,6 +95,8 @@ def train(
         cfg.data.hflip,
     )
     task = build_task(cfg, layout.rank, layout.world_size)
+    if cfg.model.name == "gan" and layout.is_main and not (run_dir / "augment.png").is_file():
+        write_augmentation_figure(root, manifest, run_dir / "augment.png")
     ckpts = CheckpointManager(
         run_dir,
         layout.rank,

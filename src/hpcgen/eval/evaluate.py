@@ -42,6 +42,8 @@ class EvalConfig:
     kid_subset_size: int = 1000
     seed: int = 0
     interp_steps: int = 8
+    bpd_images: int = 256  # DDPM: bits/dim of this many real images (0: skip)
+    bpd_root: str | None = None  # a held-out shard directory; default: the training shards
 
     def __post_init__(self) -> None:
         if self.extractor not in EXTRACTORS:
@@ -157,32 +159,42 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 def interpolation_figure(
-    cfg: TrainConfig, net: torch.nn.Module, path: Path, steps: int, seed: int, device: torch.device
+    cfg: TrainConfig,
+    net: torch.nn.Module,
+    path: Path,
+    steps: int,
+    seed: int,
+    device: torch.device,
+    real: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The report's Figure 10. GAN: slerp in z (row 1), lerp in w (row 2) between two seeds.
-    DDPM: slerp between two x_T decoded with deterministic DDIM (eta = 0, 50 steps)."""
+    DDPM: slerp between two x_T decoded with deterministic DDIM (eta = 0, 50 steps); row 2
+    between two real images, encoded to x_T by DDIM inversion (eps-predicting networks)."""
     from hpcgen.gan.interpolate import interpolation_grid, seeded_latents, slerp
 
     if isinstance(cfg.model, DDPMConfig):
-        from hpcgen.diffusion.gaussian import Diffusion, ddim_sample, respace
+        from hpcgen.diffusion.gaussian import Diffusion, ddim_invert, ddim_sample, respace
 
         m, r = cfg.model, cfg.data.resolution
+        d = respace(Diffusion.from_schedule(m.schedule, m.diffusion_steps), 50)
         ends = [
-            torch.randn(3 * r * r, generator=torch.Generator().manual_seed(seed + i))
+            torch.randn(1, 3 * r * r, generator=torch.Generator().manual_seed(seed + i))
             for i in (0, 1)
         ]
-        x_T = slerp(ends[0][None], ends[1][None], torch.linspace(0, 1, steps))[0]
-        d = respace(Diffusion.from_schedule(m.schedule, m.diffusion_steps), 50)
+        if real is not None and m.parameterisation == "eps":  # row 2: two real images
+            inverted = ddim_invert(d, net, real.to(device)).cpu().flatten(1)
+            ends = [torch.cat([e, x[None]]) for e, x in zip(ends, inverted, strict=True)]
+        x_T = slerp(ends[0], ends[1], torch.linspace(0, 1, steps))  # (rows, steps, D)
         frames = ddim_sample(
             d,
             net,
             (3, r, r),
-            list(range(steps)),
+            list(range(x_T.shape[0] * steps)),
             eta=0.0,
             parameterisation=m.parameterisation,
             variance=m.variance,
             device=device,
-            x_T=x_T.reshape(steps, 3, r, r),
+            x_T=x_T.reshape(-1, 3, r, r),
         ).cpu()
     else:
         z0, z1 = (seeded_latents([seed + i], net.z_dim).to(device) for i in (0, 1))
@@ -232,6 +244,38 @@ def ddpm_figures(
     return {"noise_prediction": str(path), "noise_mse_by_t": {str(k): v for k, v in mse.items()}}
 
 
+def ddpm_bits_per_dim(
+    cfg: TrainConfig,
+    net: torch.nn.Module,
+    ecfg: EvalConfig,
+    root: Path,
+    manifest: dict,
+    device: torch.device,
+) -> dict:
+    """Full-chain NLL bound on eval.bpd_images images of eval.bpd_root (a held-out shard
+    directory), else of the training shards (the pipeline keeps no split of its own)."""
+    from hpcgen.diffusion.gaussian import Diffusion, bits_per_dim
+
+    if ecfg.bpd_root:
+        root = Path(ecfg.bpd_root).expanduser()
+        manifest = read_manifest(root)
+    m = cfg.model
+    d = Diffusion.from_schedule(m.schedule, m.diffusion_steps)
+    x0 = (real_images(root, manifest, ecfg.bpd_images).float() / 127.5 - 1).to(device)
+    generator = torch.Generator(device=device).manual_seed(ecfg.seed)
+    bpd = torch.cat(
+        [
+            bits_per_dim(d, net, x0[i : i + ecfg.batch], generator, m.parameterisation, m.variance)
+            for i in range(0, len(x0), ecfg.batch)
+        ]
+    )
+    return {
+        "bits_per_dim": float(bpd.mean()),
+        "bpd_images": len(x0),
+        "bpd_data": str(root) + ("" if ecfg.bpd_root else " (training shards)"),
+    }
+
+
 @torch.no_grad()
 def evaluate_checkpoint(entry: dict, ecfg: EvalConfig, force: bool = False) -> dict:
     """One task: FID/KID of `num_samples` generated images against the reference, sample grid,
@@ -267,8 +311,11 @@ def evaluate_checkpoint(entry: dict, ecfg: EvalConfig, force: bool = False) -> d
     eval_dir.mkdir(parents=True, exist_ok=True)
     save_image((grid + 1) / 2, eval_dir / f"{ckpt.name}_samples.png", nrow=8, padding=1)
     interp = eval_dir / f"{ckpt.name}_interp.png"
-    frames = interpolation_figure(cfg, net, interp, ecfg.interp_steps, ecfg.seed, device)
+    real = real_images(root, manifest, 2).float() / 127.5 - 1 if is_ddpm else None
+    frames = interpolation_figure(cfg, net, interp, ecfg.interp_steps, ecfg.seed, device, real)
     extra = ddpm_figures(cfg, net, root, manifest, eval_dir, ckpt.name, device) if is_ddpm else {}
+    if is_ddpm and ecfg.bpd_images > 0:
+        extra |= ddpm_bits_per_dim(cfg, net, ecfg, root, manifest, device)
     result = {
         "step": entry["step"],
         "ckpt": str(ckpt),
