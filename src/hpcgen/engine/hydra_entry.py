@@ -242,7 +242,10 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
     from rich.console import Console
     from rich.table import Table
 
-    suites = {"data": "hpcgen.benchmarks.data"}
+    suites = {
+        name: f"hpcgen.benchmarks.{name}"
+        for name in ("data", "sampling", "engine", "checkpoint", "evaluation")
+    }
     if cfg.suite not in suites:
         print(
             f"hpcgen: error: suite={cfg.suite} is unknown: choose one of {', '.join(suites)}",
@@ -251,19 +254,36 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
         sys.exit(2)
     import importlib
 
+    from hpcgen.benchmarks.common import machine
+
     module = importlib.import_module(suites[cfg.suite])
     params = OmegaConf.to_container(cfg[cfg.suite], resolve=True)
     result = module.run(Path(cfg.workdir).expanduser(), **params)  # type: ignore[arg-type]
-    out = Path(HydraConfig.get().runtime.output_dir) / "bench.json"
+    result = {"suite": cfg.suite, "machine": machine(), **result}
+    out = Path(HydraConfig.get().runtime.output_dir) / "bench" / f"{cfg.suite}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     table = Table(title=f"bench suite={cfg.suite} ({out})", title_justify="left")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    for key, value in result.items():
-        if isinstance(value, float):
-            table.add_row(key, f"{value:,.2f}")
-    Console().print(table)
+    for key, value in _flatten(result):
+        table.add_row(key, f"{value:,.4g}" if isinstance(value, float) else str(value))
+    Console(width=120).print(table)
     return result
+
+
+def _flatten(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, number) rows: medians and ratios, not the per-repeat lists."""
+    rows = []
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and key not in ("machine", "config", "targets"):
+            rows += _flatten(value, f"{name}.")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            rows.append((name, value))
+        elif key == "targets":
+            rows += [(f"target {k}", v) for k, v in value.items()]
+    return rows
 
 
 def run_generate(cfg: DictConfig) -> list[Path]:

@@ -1,0 +1,125 @@
+"""Engine suite: one DeepSpeed training step (ZeRO-1 and 2) against a plain-PyTorch AdamW step
+on the same network, batch and precision (target: at most 1.15x), for the DDPM U-Net and for a
+GAN G+D step (non-saturating losses, no regularisers: the engine's overhead is the question)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from hpcgen.benchmarks.common import device, measure
+from hpcgen.config import DeepSpeedConfig
+from hpcgen.engine.deepspeed_engine import make_engine
+from hpcgen.engine.distributed import detect_layout, init_distributed
+from hpcgen.models.stylegan import build_gan
+from hpcgen.models.unet import build_unet
+
+
+def _ddpm_steps(net, stages, batch, resolution, dev):
+    x = torch.randn(batch, 3, resolution, resolution, device=dev)
+    t = torch.randint(0, 1000, (batch,), device=dev)
+    plain = copy.deepcopy(net).to(dev)
+    opt = torch.optim.AdamW(plain.parameters(), lr=1e-4)
+
+    def plain_step():
+        loss = plain(x, t).square().mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    steps = {"plain": plain_step}
+    for stage in stages:
+        engine = make_engine(
+            copy.deepcopy(net), 1e-4, (0.9, 0.999), 0.0, DeepSpeedConfig(zero_stage=stage), batch, 1
+        )
+
+        def ds_step(engine=engine):
+            loss = engine(x, t).square().mean()
+            engine.backward(loss)
+            engine.step()
+
+        steps[f"zero{stage}"] = ds_step
+    return steps
+
+
+def _gan_steps(generator, discriminator, stages, batch, resolution, dev):
+    real = torch.rand(batch, 3, resolution, resolution, device=dev) * 2 - 1
+    z = torch.randn(batch, generator.z_dim, device=dev)
+
+    def one_step(g, d, g_step, d_step, g_backward, d_backward, d_plain):
+        fake = g(z)
+        loss_d = F.softplus(d(fake.detach())).mean() + F.softplus(-d(real)).mean()
+        d_backward(loss_d)
+        d_step()
+        d_plain.requires_grad_(False)
+        loss_g = F.softplus(-d_plain(g(z))).mean()
+        g_backward(loss_g)
+        g_step()
+        d_plain.requires_grad_(True)
+
+    g, d = copy.deepcopy(generator).to(dev), copy.deepcopy(discriminator).to(dev)
+    opt_g, opt_d = (torch.optim.AdamW(m.parameters(), lr=2e-3, betas=(0.0, 0.99)) for m in (g, d))
+
+    def stepper(opt):
+        def step():
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        return step
+
+    steps = {
+        "plain": lambda: one_step(
+            g, d, stepper(opt_g), stepper(opt_d), torch.Tensor.backward, torch.Tensor.backward, d
+        )
+    }
+    for stage in stages:
+        cfg = DeepSpeedConfig(zero_stage=stage)
+        ge = make_engine(copy.deepcopy(generator), 2e-3, (0.0, 0.99), 0.0, cfg, batch, 1)
+        de = make_engine(copy.deepcopy(discriminator), 2e-3, (0.0, 0.99), 0.0, cfg, batch, 1)
+        steps[f"zero{stage}"] = lambda ge=ge, de=de: one_step(
+            ge, de, ge.step, de.step, ge.backward, de.backward, de.module
+        )
+    return steps
+
+
+def run(
+    workdir: Path,
+    ddpm_preset: str,
+    gan_preset: str,
+    resolution: int,
+    batch: int,
+    zero_stages: list[int],
+    repeats: int,
+) -> dict:
+    init_distributed(detect_layout())
+    dev = device()
+    torch.manual_seed(0)
+    result: dict = {
+        "config": {
+            "ddpm_preset": ddpm_preset,
+            "gan_preset": gan_preset,
+            "resolution": resolution,
+            "batch": batch,
+            "precision": "fp32",
+        },  # fmt: skip
+        "targets": {"zeroN_vs_plain": "<= 1.15"},
+    }
+    cases = {
+        "ddpm": _ddpm_steps(
+            build_unet(ddpm_preset, 3, resolution), zero_stages, batch, resolution, dev
+        ),
+        "gan": _gan_steps(*build_gan(gan_preset, resolution), zero_stages, batch, resolution, dev),
+    }
+    for name, steps in cases.items():
+        timings = {key: measure(fn, repeats, warmup=2) for key, fn in steps.items()}
+        result[name] = timings
+        for key in steps:
+            if key != "plain":
+                result[f"{name}_{key}_vs_plain"] = (
+                    timings[key]["median"] / timings["plain"]["median"]
+                )
+        result[f"{name}_images_per_s_plain"] = batch / timings["plain"]["median"]
+    return result
