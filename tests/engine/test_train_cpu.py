@@ -38,6 +38,9 @@ def test_training_writes_the_run_directory(model, tmp_path):
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [5, 10, 15, 20]
     assert all(m["images_per_s"] > 0 for m in metrics)
+    for name in networks:  # the engine's own numbers, per network
+        assert all(m[f"lr_{name}"] > 0 and m[f"grad_norm_{name}"] > 0 for m in metrics)
+    assert all(0 < m["max_rss_gb"] < 64 for m in metrics)
     grid = Image.open(tmp_path / "samples" / "step_00000020.png")
     assert grid.size == (3 * 17 + 1, 3 * 17 + 1)  # 8 samples of 16 px, 3 per row, 1 px padding
     assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step_00000020"

@@ -153,7 +153,14 @@ def train(
                     rate = (step - tick_step) * global_batch / max(busy_s, 1e-9)
                     busy_s, tick_step = 0.0, step
                     log_interval(
-                        record, step, cfg.trainer.max_steps, images_seen, rate, last, stream.skipped
+                        record,
+                        step,
+                        cfg.trainer.max_steps,
+                        images_seen,
+                        rate,
+                        last,
+                        stream.skipped,
+                        engine_stats(task.engines),
                     )
                 if step % cfg.trainer.sample_every_steps == 0 or done:
                     save_samples(task, cfg, run_dir, step, layout.is_main)
@@ -199,6 +206,26 @@ def train(
     return {"run_dir": str(run_dir), "step": step, "last_losses": last}
 
 
+def engine_stats(engines: dict[str, Any]) -> dict[str, float]:
+    """Learning rate, gradient norm (DeepSpeed's, after clipping's measurement) and loss
+    scale (fp16) per engine, and the peak memory of this process (GPU, else host RSS)."""
+    import resource
+
+    stats: dict[str, float] = {}
+    for name, engine in engines.items():
+        stats[f"lr_{name}"] = float(engine.get_lr()[0])
+        norm = engine.get_global_grad_norm()
+        if norm is not None:
+            stats[f"grad_norm_{name}"] = float(norm)
+        if engine.fp16_enabled():
+            stats[f"loss_scale_{name}"] = float(engine.optimizer.cur_scale)
+    if torch.cuda.is_available():
+        stats["max_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    else:  # ru_maxrss is in KiB on Linux
+        stats["max_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return stats
+
+
 def log_interval(
     record: RunRecord,
     step: int,
@@ -207,6 +234,7 @@ def log_interval(
     rate: float,
     losses: dict[str, float],
     skipped: int,
+    stats: dict[str, float] | None = None,
 ) -> None:
     """One metrics.jsonl line, one log line and run.json's progress (no-ops off rank 0)."""
     record.log_metrics(
@@ -215,6 +243,7 @@ def log_interval(
             "kimg": images_seen / 1000,
             "images_per_s": rate,
             **losses,
+            **(stats or {}),
             "skipped_samples": skipped,
             "time": time.time(),
         }
