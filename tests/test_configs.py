@@ -228,3 +228,18 @@ def test_train_names_a_damaged_shard_before_starting(tmp_path):
     )
     assert result.returncode == 2
     assert "shard-000001.tar is missing or has the wrong size" in result.stderr
+
+
+def test_a_job_that_fails_on_the_node_names_its_number_and_overrides(tmp_path):
+    # fp16 needs a GPU: found where the job runs, after preflight
+    result = run_train(
+        ["-m", "model=gan", "experiment=smoke", "deepspeed.precision=fp16",
+         f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=tmp_path,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert (
+        "hpcgen: error: job 0 (model=gan experiment=smoke deepspeed.precision=fp16): "
+        "deepspeed.precision=fp16 needs a GPU" in result.stderr
+    )

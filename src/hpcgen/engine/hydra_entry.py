@@ -198,19 +198,28 @@ def run_prepare(cfg: DictConfig) -> dict[str, Any] | None:
 def run_job(cfg: DictConfig) -> dict[str, Any]:
     """The body of every Hydra job (in this process or on a SLURM node)."""
     from hpcgen.engine.loop import train  # heavy imports only in the job
+    from hpcgen.engine.preemption import Preempted
 
     hydra_cfg = HydraConfig.get()
     delay = hydra_cfg.launcher.get("signal_delay_s") if "launcher" in hydra_cfg else None
+    overrides = list(hydra_cfg.overrides.task)
+    # with 40 jobs in a sweep, a failure must say which one it is
+    job = f"job {hydra_cfg.job.get('num', 0)} ({' '.join(overrides) or 'defaults'})"
     try:  # a bad input found on the node (data changed since preflight): one line, status 2
         return train(
             to_train_config(cfg),
             Path(hydra_cfg.runtime.output_dir),
-            list(hydra_cfg.overrides.task),
+            overrides,
             signal_delay_s=delay,
         )
     except ConfigError as err:
-        print(f"hpcgen: error: {err}", file=sys.stderr)
+        print(f"hpcgen: error: {job}: {err}", file=sys.stderr)
         sys.exit(2)
+    except Preempted:
+        raise
+    except Exception as err:
+        print(f"hpcgen: {job} failed: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        raise
 
 
 class SqueueWatcher(Callback):
