@@ -281,3 +281,34 @@ def test_evaluation_array_on_slurm_evaluates_each_checkpoint_once(slurm_cluster,
     assert len(logs) == 3 and len(array_ids) == 1, "three tasks of one SLURM array"
     again = subprocess.run(evaluate, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert again.returncode == 0 and "nothing to evaluate" in again.stdout
+
+
+def test_plain_sbatch_array_evaluates_the_manifest_of_a_dry_run(slurm_cluster, tmp_path):
+    sweep = tmp_path / "sweep"
+    trained = run_train(
+        ["-m", "model=gan", "experiment=smoke", f"hydra.sweep.dir={sweep}"], cwd=tmp_path
+    )
+    assert trained.returncode == 0, (trained.stdout + trained.stderr)[-3000:]
+    small = ["eval.extractor=tiny-test", "eval.num_samples=32", "eval.ref_samples=128",
+             "eval.kid_subsets=5", "eval.kid_subset_size=32"]  # fmt: skip
+    dry = subprocess.run(
+        [sys.executable, str(REPO / "launch" / "evaluate.py"), f"run={sweep / '0'}", "dry_run=true",
+         *small],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    line = next(x for x in dry.stdout.splitlines() if x.startswith("sbatch "))
+    assert not list((sweep / "0" / "eval").glob("step_*.json")), "a dry run evaluates nothing"
+    env = {**os.environ, "HPCGEN_PYTHON": sys.executable}
+    submitted = subprocess.run(
+        # the local node has 2 CPUs; the script asks for 4, as a GPU node would have
+        [*line.split()[:1], "--wait", "--cpus-per-task=1", f"--output={tmp_path}/eval-%A_%a.out",
+         *line.split()[1:]],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    logs = "".join(p.read_text() for p in tmp_path.glob("eval-*.out"))
+    assert submitted.returncode == 0, submitted.stderr + logs[-3000:]
+    steps = sorted(
+        json.loads(p.read_text())["step"] for p in (sweep / "0" / "eval").glob("step_*.json")
+    )
+    assert steps == [10, 20] and "FID" in logs

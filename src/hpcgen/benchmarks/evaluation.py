@@ -30,7 +30,11 @@ def run(
     )
     features = measure(lambda: ext(pictures, batch), repeats, warmup=1)
     root, manifest = ensure_shards(
-        DataConfig(root=str(workdir / "eval-shards"), resolution=resolution, num_samples=images)
+        DataConfig(
+            root=str(workdir / f"eval-shards-{resolution}px-{images}"),
+            resolution=resolution,
+            num_samples=images,
+        )
     )
 
     def fresh():
