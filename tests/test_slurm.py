@@ -233,6 +233,10 @@ def test_preempted_job_requeues_resumes_and_matches_the_uninterrupted_one(
     for name in files:
         ref, pre = (torch.load(sweep / j / final / name, weights_only=False) for j in "01")
         assert _equal(ref, pre), f"{name} differs between the reference and the preempted run"
+    for rank in range(ranks):  # the EMA, sampler history and counters live in hpcgen's files
+        name = f"hpcgen_rank{rank:05d}.pt"
+        ref, pre = (torch.load(sweep / j / final / name, weights_only=True)["task"] for j in "01")
+        assert _equal(ref, pre), f"{name} (EMA, counters) differs after preemptions"
 
 
 def _equal(a, b) -> bool:

@@ -251,9 +251,13 @@ class DeepSpeedConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16
     grad_accum_steps: int = 1
     grad_clip: float = 0.0  # 0 disables clipping
+    optimizer: str = "adamw"  # adamw | adam (torch's; the models' betas and weight decay)
+    warmup_steps: int = 0  # linear learning-rate warm-up over this many optimizer steps
 
     def __post_init__(self) -> None:
         _check_choice("deepspeed.zero_stage", self.zero_stage, (0, 1, 2, 3))
+        _check_choice("deepspeed.optimizer", self.optimizer, ("adamw", "adam"))
+        _check_positive("deepspeed.warmup_steps", self.warmup_steps, allow_zero=True)
         _check_choice("deepspeed.precision", self.precision, ("fp32", "bf16", "fp16"))
         _check_positive("deepspeed.grad_accum_steps", self.grad_accum_steps)
         _check_positive("deepspeed.grad_clip", self.grad_clip, allow_zero=True)

@@ -78,6 +78,7 @@ def test_tiny_gan_learns_to_tell_real_from_fake(tmp_path):
                 "model.timestep_sampler=loss_aware",
                 "model.diffusion_steps=10",
                 "model.sampler=ddpm",
+                "deepspeed.warmup_steps=15",  # the schedule's position is restored too
             ],
         ),
         ("gan", []),
@@ -168,3 +169,13 @@ def test_zero3_run_keeps_an_ema_that_generate_uses(tmp_path):
     assert torch.equal(
         net.state_dict()["synthesis.b16.conv1.weight"], ema["synthesis.b16.conv1.weight"]
     )
+
+
+def test_learning_rate_warms_up_linearly_and_adam_is_selectable(tmp_path):
+    extra = ["deepspeed.warmup_steps=10", "deepspeed.optimizer=adam", "model.lr=1e-3"]
+    train(
+        smoke_config("ddpm", "trainer.max_steps=12", "trainer.log_every_steps=1", *extra), tmp_path
+    )
+    lrs = [json.loads(line)["lr_unet"] for line in open(tmp_path / "metrics.jsonl")]
+    assert lrs[0] == pytest.approx(2e-4) and lrs[4] == pytest.approx(6e-4)
+    assert lrs[9:] == pytest.approx([1e-3] * 3)

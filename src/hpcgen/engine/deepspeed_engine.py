@@ -46,14 +46,25 @@ def make_engine(
     batch_per_gpu: int,
     world_size: int,
 ) -> Any:
-    """Wrap a plain module in a DeepSpeed engine with AdamW (torch's, no compiled op needed)."""
+    """Wrap a plain module in a DeepSpeed engine with torch's AdamW or Adam (no compiled op
+    needed) and, with deepspeed.warmup_steps, a linear warm-up that DeepSpeed steps and saves."""
     import deepspeed
 
     # DeepSpeed casts parameters to bf16/fp16 but not buffers (BatchNorm statistics): cast both
     model = model.to(compute_dtype(cfg))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
+    kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    optimizer = kind(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
+    warmup = cfg.warmup_steps
+    schedule = (
+        torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        if warmup > 0
+        else None
+    )
     engine, _, _, _ = deepspeed.initialize(
-        model=model, optimizer=optimizer, config=ds_config(cfg, batch_per_gpu, world_size)
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=schedule,
+        config=ds_config(cfg, batch_per_gpu, world_size),
     )
     return engine
 

@@ -25,7 +25,7 @@ from hpcgen.models.stylegan_layers import (
 # z = w = 512 with 2 mapping layers and channels min(16384 / res, 512) is the report's network
 PRESETS = {
     "tiny": dict(z_dim=64, w_dim=64, mapping_layers=2, channel_base=512, channel_max=64),
-    "small": dict(z_dim=256, w_dim=256, mapping_layers=2, channel_base=4096, channel_max=256),
+    "small": dict(z_dim=256, w_dim=256, mapping_layers=2, channel_base=2048, channel_max=128),
     "stylegan2": dict(z_dim=512, w_dim=512, mapping_layers=2, channel_base=16384, channel_max=512),
 }
 
