@@ -129,3 +129,42 @@ def print_layer_table(title: str, rows: list, console: Console | None = None) ->
     total_p, total_b = sum(r.parameters for r in rows), sum(r.buffers for r in rows)
     table.add_row("total", f"{total_p:,}", f"{total_b:,}", "", "")
     (console or wide_console()).print(table)
+
+
+class StepProgress:
+    """A rich progress bar for rank 0 in a terminal; in a log file (SLURM) nothing at all: the
+    loop's plain lines at the log interval carry the progress, without control characters."""
+
+    def __init__(self, total: int, done: int, enabled: bool) -> None:
+        import sys
+
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = None
+        if enabled and sys.stdout.isatty():
+            self.progress = Progress(
+                TextColumn("[bold]train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=total, completed=done, info="")
+
+    def update(self, step: int, losses: dict[str, float]) -> None:
+        if self.progress is not None:
+            info = " ".join(f"{k} {v:.3f}" for k, v in list(losses.items())[:3])
+            self.progress.update(self.task, completed=step, info=info)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()

@@ -12,6 +12,7 @@ import torch
 from torchvision.utils import save_image
 
 from hpcgen.config import ConfigError, TrainConfig
+from hpcgen.console import StepProgress
 from hpcgen.data.shards import ensure_shards, shard_paths
 from hpcgen.data.stream import ShardStream
 from hpcgen.engine.checkpoint import CheckpointManager
@@ -136,6 +137,7 @@ def train(
 
     last: dict[str, float] = dict(record.data.get("last_losses") or {})  # a finished run
     check_every = cfg.trainer.preempt_check_every_steps
+    progress = StepProgress(cfg.trainer.max_steps, step, layout.is_main)
     try:
         with PreemptionGuard() as guard:
             busy_s, tick_step = 0.0, step  # img/s: data + training time, not sampling/saving
@@ -146,6 +148,7 @@ def train(
                 busy_s += time.perf_counter() - start
                 step += 1
                 images_seen += global_batch
+                progress.update(step, last)
                 done = step == cfg.trainer.max_steps
                 decision = guard.agreed() if step % check_every == 0 or done else 0
                 if step % cfg.trainer.log_every_steps == 0 or done or decision:
@@ -194,6 +197,7 @@ def train(
         record.update(status="failed", error=f"{type(err).__name__}: {err}", ended=time.time())
         raise
     finally:
+        progress.close()
         stream.close()
     record.update(
         status="completed",
