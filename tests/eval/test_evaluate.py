@@ -70,7 +70,7 @@ def test_local_evaluation_writes_every_result_and_a_second_run_does_nothing(swee
             assert result["comparable_to_published"] is False
             assert (eval_dir / f"step_{step:08d}_interp.png").is_file()
             assert (eval_dir / f"step_{step:08d}_samples.png").is_file()
-        assert (eval_dir / "fid_vs_step.png").is_file()
+        assert (eval_dir / "fid_vs_step.png").is_file() and (eval_dir / "kid_vs_step.png").is_file()
         if model == "ddpm":  # the report's DDPM figures
             assert (eval_dir / "noising.png").is_file()
             assert (eval_dir / "step_00000020_noise_prediction.png").is_file()

@@ -357,10 +357,12 @@ def run_results(run_dir: Path) -> list[dict]:
 
 
 def plot_run(run_dir: Path) -> Path | None:
-    """eval/fid_vs_step.png (the report's Figure 8) from the run's results so far."""
+    """eval/fid_vs_step.png (the report's Figure 8) and kid_vs_step.png from the results so far."""
     results = run_results(run_dir)
     if not results:
         return None
-    series = {"FID": [(r["step"], r["fid"]) for r in results]}
-    title = f"FID vs step ({results[-1]['extractor']}, {results[-1]['num_samples']} samples)"
-    return line_plot(series, run_dir / "eval" / "fid_vs_step.png", title)
+    what = f"{results[-1]['extractor']}, {results[-1]['num_samples']} samples"
+    kid = {"KID x 1e3": [(r["step"], 1e3 * r["kid_mean"]) for r in results]}
+    line_plot(kid, run_dir / "eval" / "kid_vs_step.png", f"KID vs step ({what})")
+    fid = {"FID": [(r["step"], r["fid"]) for r in results]}
+    return line_plot(fid, run_dir / "eval" / "fid_vs_step.png", f"FID vs step ({what})")
