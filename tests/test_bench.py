@@ -22,6 +22,7 @@ SUITES = {
         ["engine.ddpm_preset=tiny", "engine.resolution=16", "engine.batch=4", "engine.repeats=1"],
         ["ddpm_zero1_vs_plain", "ddpm_zero2_vs_plain", "gan_zero2_vs_plain"],
     ),
+    "zero": (["zero.preset=tiny", "zero.resolution=16", "zero.stages=[3]"], ["zero3"]),
     "checkpoint": (["checkpoint.presets=[ddpm:tiny]", "checkpoint.repeats=1"], ["ddpm:tiny"]),
     "evaluation": (
         ["evaluation.extractor=tiny-test", "evaluation.images=16", "evaluation.repeats=1"],
