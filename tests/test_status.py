@@ -84,8 +84,9 @@ def test_a_killed_sweep_shows_its_state_and_resumes_with_the_printed_command(tmp
         "error",
     }
     assert set(job) == expected_keys
-    (hint,) = data["next"]
+    hint, *others = data["next"]
     assert hint.startswith("resume the unfinished job(s): python launch/train.py -m")
+    assert all(line.startswith("evaluate ") for line in others)  # checkpoints not yet evaluated
 
     table = status(sweep).stdout
     assert "PREEMPTED" in table and "model=ddpm experiment=smoke" in table and "next:" in table
@@ -100,7 +101,8 @@ def test_a_killed_sweep_shows_its_state_and_resumes_with_the_printed_command(tmp
         ("ddpm", "COMPLETED", 60),
         ("gan", "COMPLETED", 60),
     ]
-    assert data["next"] == []
+    (evaluate,) = data["next"]  # nothing to resume; the checkpoints await evaluation
+    assert evaluate.startswith("evaluate ") and f"python launch/evaluate.py run={sweep}" in evaluate
     steps = [json.loads(line)["step"] for line in open(metrics)]
     assert steps == list(range(1, 61))
 

@@ -118,7 +118,17 @@ def sweep_status(path: Path) -> dict[str, Any]:
         command = _rerun_command(path) if single else resume_command(path)
         if command:
             next_steps.append(f"resume the unfinished job(s): {command}")
+    unevaluated = sum(_unevaluated(Path(r["run_dir"])) for r in rows)
+    if unevaluated:
+        command = f"python launch/evaluate.py run={shlex.quote(str(path))}"
+        next_steps.append(f"evaluate {unevaluated} checkpoint(s) without a result: {command}")
     return {"path": str(path), "jobs": rows, "next": next_steps}
+
+
+def _unevaluated(run_dir: Path) -> int:
+    """Committed checkpoints without eval/step_N.json (what launch/evaluate.py would do)."""
+    committed = [p.parent.name for p in (run_dir / "checkpoints").glob("step_*/COMMITTED")]
+    return sum(not (run_dir / "eval" / f"{name}.json").is_file() for name in committed)
 
 
 def _rerun_command(run_dir: Path) -> str | None:
