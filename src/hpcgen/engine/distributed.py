@@ -163,3 +163,11 @@ def gather_from_ranks(tensor: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, tensor.contiguous())
     return torch.cat(parts)
+
+
+def average_over_ranks_(tensor: torch.Tensor) -> torch.Tensor:
+    """In place: the mean of this tensor over all ranks (a collective)."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor)
+        tensor /= dist.get_world_size()
+    return tensor

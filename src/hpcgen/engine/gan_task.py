@@ -12,7 +12,7 @@ from hpcgen.config import GANConfig, TrainConfig
 from hpcgen.console import print_layer_table
 from hpcgen.data.stream import to_unit_range
 from hpcgen.engine.deepspeed_engine import make_engine
-from hpcgen.engine.distributed import mean_over_ranks
+from hpcgen.engine.distributed import average_over_ranks_, mean_over_ranks
 from hpcgen.engine.ema import EMA, gan_ema_beta
 from hpcgen.gan.augment import AdaController, AugmentPipe
 from hpcgen.gan.interpolate import seeded_latents
@@ -181,6 +181,10 @@ class GANTask:
                 self.g.step()
         finally:
             self.d.module.requires_grad_(True)
+        # w_avg follows each rank's own batches; averaged, every rank holds what rank 0's
+        # checkpoint restores, so a resumed run matches an uninterrupted one on every rank
+        with torch.no_grad():
+            average_over_ranks_(self.g.module.mapping.w_avg)
         self.steps += 1
         self.images_seen += self.global_batch
         beta = gan_ema_beta(self.global_batch, self.images_seen, m.ema_kimg, m.ema_rampup)

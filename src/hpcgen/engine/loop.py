@@ -95,7 +95,11 @@ def train(
         cfg.data.num_workers,
         cfg.data.hflip,
     )
-    task = build_task(cfg, layout.rank, layout.world_size)
+    # every rank builds the same networks, buffers included (DeepSpeed broadcasts parameters
+    # only, and a checkpoint restores rank 0's buffers everywhere); the per-rank streams go on
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed * 1000)
+        task = build_task(cfg, layout.rank, layout.world_size)
     if cfg.model.name == "gan" and layout.is_main and not (run_dir / "augment.png").is_file():
         write_augmentation_figure(root, manifest, run_dir / "augment.png")
     ckpts = CheckpointManager(
