@@ -77,9 +77,11 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
+def write_json_atomic(path: Path, data: object) -> None:
+    """Readers see the old file or the whole new one, never a part (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
     os.replace(tmp, path)
 
 
@@ -125,7 +127,7 @@ def write_shard(root: Path, shard: int, source, ids: list[str], cfg: DataConfig)
         "sha256": sha256_file(root / name),
         "skipped": skipped,
     }
-    _write_json_atomic(_record_path(root, shard), record)
+    write_json_atomic(_record_path(root, shard), record)
     return record
 
 
@@ -174,7 +176,7 @@ def prepare(cfg: DataConfig, task_index: int = 0, num_tasks: int = 1, log=print)
         }
         if manifest["total"] == 0:
             raise ConfigError(f"no image of {cfg.source} could be decoded; see {root}/.shard-*")
-        _write_json_atomic(root / MANIFEST, manifest)
+        write_json_atomic(root / MANIFEST, manifest)
         log(
             f"[prepare] {root / MANIFEST}: {manifest['total']} images in {n_shards} shards, "
             f"{len(skipped)} skipped"

@@ -8,19 +8,17 @@ partial file, and a new manifest lists only checkpoints without a result.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torchvision.utils import save_image
 
 from hpcgen.config import ConfigError, DDPMConfig, TrainConfig
-from hpcgen.data.shards import ensure_shards, read_manifest
+from hpcgen.data.shards import ensure_shards, read_manifest, write_json_atomic
 from hpcgen.eval.features import EXTRACTORS, Extractor, build_extractor
 from hpcgen.eval.inception import weights_dir
 from hpcgen.eval.metrics import feature_statistics, frechet_distance, kernel_inception_distance
@@ -54,13 +52,6 @@ class EvalConfig:
         for name in ("num_samples", "ref_samples", "batch", "kid_subsets", "kid_subset_size"):
             if getattr(self, name) < 2:
                 raise ConfigError(f"eval.{name}={getattr(self, name)} must be at least 2")
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 def find_runs(target: Path) -> list[Path]:
@@ -120,7 +111,7 @@ def build_manifest(target: Path, select: str, force: bool = False) -> tuple[Path
                     }
                 )
     path = target / "eval" / "manifest.json"
-    _write_json_atomic(path, {"target": str(target), "select": select, "entries": entries})
+    write_json_atomic(path, {"target": str(target), "select": select, "entries": entries})
     return path, entries
 
 
@@ -341,7 +332,7 @@ def evaluate_checkpoint(entry: dict, ecfg: EvalConfig, force: bool = False) -> d
         "seconds": time.time() - start,
         "created": time.time(),
     }
-    _write_json_atomic(out, result)
+    write_json_atomic(out, result)
     plot_run(run_dir)
     return result
 

