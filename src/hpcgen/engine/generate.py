@@ -40,15 +40,19 @@ def parse_seeds(spec: object, n: int) -> list[int]:
     return seeds
 
 
-def load_network(ckpt: Path, device: torch.device) -> tuple[TrainConfig, torch.nn.Module]:
-    """The run's config and its network (DDPM U-Net or GAN generator) with checkpoint weights."""
-    run_dir = ckpt.parent.parent
-    manifest = _verify_any_world_size(ckpt)
+def run_config(run_dir: Path) -> TrainConfig:
+    """A run's typed config, rebuilt from the resolved .hydra/config.yaml Hydra wrote for it."""
     config_file = run_dir / ".hydra" / "config.yaml"
     if not config_file.is_file():
-        raise ConfigError(f"{config_file} is missing: generate needs the run's resolved config")
+        raise ConfigError(f"{config_file} is missing: this needs the run's resolved config")
     tree = OmegaConf.to_container(OmegaConf.load(config_file), resolve=True)
-    cfg = TrainConfig.from_dict(tree)  # type: ignore[arg-type]
+    return TrainConfig.from_dict(tree)  # type: ignore[arg-type]
+
+
+def load_network(ckpt: Path, device: torch.device) -> tuple[TrainConfig, torch.nn.Module]:
+    """The run's config and its network (DDPM U-Net or GAN generator) with checkpoint weights."""
+    manifest = _verify_any_world_size(ckpt)
+    cfg = run_config(ckpt.parent.parent)
     if isinstance(cfg.model, DDPMConfig):
         out = 6 if cfg.model.variance == "learned_range" else 3
         net, engine = build_unet(cfg.model.preset, out, cfg.data.resolution), "unet"
@@ -102,15 +106,16 @@ def sample_images(
     off for speed (the difference is far below what FID resolves).
     """
     images = []
+    m = cfg.model
+    if isinstance(m, DDPMConfig):
+        kind, steps = parse_sampler(sampler or m.sampler)
+        full = Diffusion.from_schedule(m.schedule, m.diffusion_steps)
+        d = respace(full, steps or m.diffusion_steps)
+        run = ddim_sample if kind == "ddim" else ddpm_sample
+        extra = {"eta": m.ddim_eta} if kind == "ddim" else {}
     for start in range(0, len(seeds), batch):
         chunk = seeds[start : start + batch]
-        if isinstance(cfg.model, DDPMConfig):
-            m = cfg.model
-            kind, steps = parse_sampler(sampler or m.sampler)
-            full = Diffusion.from_schedule(m.schedule, m.diffusion_steps)
-            d = respace(full, steps or m.diffusion_steps)
-            run = ddim_sample if kind == "ddim" else ddpm_sample
-            extra = {"eta": m.ddim_eta} if kind == "ddim" else {}
+        if isinstance(m, DDPMConfig):
             images.append(
                 run(
                     d,

@@ -14,7 +14,7 @@ from torchvision.utils import save_image
 from hpcgen.config import ConfigError, TrainConfig
 from hpcgen.console import StepProgress
 from hpcgen.data.shards import ensure_shards, shard_paths
-from hpcgen.data.stream import ShardStream
+from hpcgen.data.stream import ShardStream, to_unit_range
 from hpcgen.engine.checkpoint import CheckpointManager
 from hpcgen.engine.deepspeed_engine import check_precision
 from hpcgen.engine.distributed import (
@@ -52,7 +52,7 @@ def write_augmentation_figure(root: Path, manifest: dict, path: Path) -> None:
     from hpcgen.eval.reference import real_images
     from hpcgen.gan.augment import augmentation_figure
 
-    image = real_images(root, manifest, 1)[0].float() / 127.5 - 1
+    image = to_unit_range(real_images(root, manifest, 1)[0])
     augmentation_figure(image, path)
     print0(f"[hpcgen] ADA's augmentations of one training image: {path}")
 

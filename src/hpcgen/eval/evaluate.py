@@ -19,6 +19,8 @@ from torchvision.utils import save_image
 
 from hpcgen.config import ConfigError, DDPMConfig, TrainConfig
 from hpcgen.data.shards import ensure_shards, read_manifest, write_json_atomic
+from hpcgen.data.stream import to_unit_range
+from hpcgen.engine.run_record import read_run
 from hpcgen.eval.features import EXTRACTORS, Extractor, build_extractor
 from hpcgen.eval.inception import weights_dir
 from hpcgen.eval.metrics import feature_statistics, frechet_distance, kernel_inception_distance
@@ -83,7 +85,9 @@ def select_checkpoints(run_dir: Path, select: str) -> list[Path]:
     if select == "latest":
         return ckpts[-1:]
     if select == "milestones":
-        every = _train_config(run_dir).trainer.ckpt_milestone_every_steps
+        from hpcgen.engine.generate import run_config
+
+        every = run_config(run_dir).trainer.ckpt_milestone_every_steps
         steps = [c for c in ckpts if every and int(c.name.split("_")[1]) % every == 0]
         return steps or ckpts[-1:]
     match = re.fullmatch(r"step_(\d+)", select)
@@ -125,19 +129,9 @@ def read_manifest_entry(manifest: Path, task: int) -> dict:
     return entries[task]
 
 
-def _train_config(run_dir: Path) -> TrainConfig:
-    from omegaconf import OmegaConf
-
-    config_file = run_dir / ".hydra" / "config.yaml"
-    if not config_file.is_file():
-        raise ConfigError(f"{config_file} is missing: evaluation needs the run's resolved config")
-    tree = OmegaConf.to_container(OmegaConf.load(config_file), resolve=True)
-    return TrainConfig.from_dict(tree)  # type: ignore[arg-type]
-
-
 def _data(run_dir: Path, cfg: TrainConfig) -> tuple[Path, dict]:
     """The run's shards: where run.json says they were, else where its config puts them."""
-    record = json.loads((run_dir / "run.json").read_text())
+    record = read_run(run_dir) or {}
     if record.get("data_root") and Path(record["data_root"]).is_dir():
         root = Path(record["data_root"])
         return root, read_manifest(root)
@@ -222,7 +216,7 @@ def ddpm_figures(
 
     m = cfg.model
     d = Diffusion.from_schedule(m.schedule, m.diffusion_steps)
-    x0 = real_images(root, manifest, 4).float() / 127.5 - 1
+    x0 = to_unit_range(real_images(root, manifest, 4))
     if not (eval_dir / "noising.png").is_file():
         noising_strip(d, x0, eval_dir / "noising.png")
     ts = tuple(int(round(f * (d.T - 1))) for f in (0.05, 0.25, 0.5, 0.75, 0.95))
@@ -252,7 +246,7 @@ def ddpm_bits_per_dim(
         manifest = read_manifest(root)
     m = cfg.model
     d = Diffusion.from_schedule(m.schedule, m.diffusion_steps)
-    x0 = (real_images(root, manifest, ecfg.bpd_images).float() / 127.5 - 1).to(device)
+    x0 = to_unit_range(real_images(root, manifest, ecfg.bpd_images).to(device))
     generator = torch.Generator(device=device).manual_seed(ecfg.seed)
     bpd = torch.cat(
         [
@@ -302,7 +296,7 @@ def evaluate_checkpoint(entry: dict, ecfg: EvalConfig, force: bool = False) -> d
     eval_dir.mkdir(parents=True, exist_ok=True)
     save_image((grid + 1) / 2, eval_dir / f"{ckpt.name}_samples.png", nrow=8, padding=1)
     interp = eval_dir / f"{ckpt.name}_interp.png"
-    real = real_images(root, manifest, 2).float() / 127.5 - 1 if is_ddpm else None
+    real = to_unit_range(real_images(root, manifest, 2)) if is_ddpm else None
     frames = interpolation_figure(cfg, net, interp, ecfg.interp_steps, ecfg.seed, device, real)
     extra = ddpm_figures(cfg, net, root, manifest, eval_dir, ckpt.name, device) if is_ddpm else {}
     if is_ddpm and ecfg.bpd_images > 0:

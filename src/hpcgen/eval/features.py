@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hpcgen.data.stream import to_unit_range
 from hpcgen.eval.inception import staged_weights
 
 INCEPTION = "hpcgen-inception-v3-2015-12-05"
@@ -78,7 +79,7 @@ class _RandomFeatures(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float() / 127.5 - 1
+        x = to_unit_range(x)
         x = torch.relu(nn.functional.conv2d(x, self.w1, stride=2, padding=1))
         x = torch.relu(nn.functional.conv2d(x, self.w2, stride=2, padding=1))
         return torch.cat([x.mean(dim=[2, 3]), x.std(dim=[2, 3])], dim=1)  # (B, 128)
