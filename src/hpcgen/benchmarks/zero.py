@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
+
+from hpcgen.engine.distributed import free_port
 
 WORKER = "hpcgen.benchmarks.zero"
 
@@ -50,14 +51,8 @@ def _measure(preset: str, resolution: int, stage: int) -> dict:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(world: int, preset: str, resolution: int, stage: int, out: Path) -> list[dict]:
-    port, procs = _free_port(), []
+    port, procs = free_port(), []
     for rank in range(world):
         env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}  # fmt: skip

@@ -37,7 +37,8 @@ def _master_addr(hostnames: list[str]) -> str:
     return "127.0.0.1" if len(set(hostnames)) == 1 else hostnames[0]
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on the loopback now (for a rendezvous started right after)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -87,7 +88,7 @@ def detect_layout() -> RankLayout:
             _stable_port(env.job_id),
             "slurm",
         )
-    return RankLayout(0, 0, 1, "127.0.0.1", _free_port(), "single")
+    return RankLayout(0, 0, 1, "127.0.0.1", free_port(), "single")
 
 
 def init_distributed(layout: RankLayout) -> torch.device:
