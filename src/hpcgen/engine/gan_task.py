@@ -12,7 +12,7 @@ from hpcgen.config import GANConfig, TrainConfig
 from hpcgen.console import print_layer_table
 from hpcgen.data.stream import to_unit_range
 from hpcgen.engine.deepspeed_engine import make_engine
-from hpcgen.engine.distributed import average_over_ranks_, mean_over_ranks
+from hpcgen.engine.distributed import average_over_ranks_, mean_over_ranks, noise_generator
 from hpcgen.engine.ema import EMA, gan_ema_beta
 from hpcgen.gan.augment import AdaController, AugmentPipe
 from hpcgen.gan.interpolate import seeded_latents
@@ -107,7 +107,7 @@ class GANTask:
         self.engines = {"generator": self.g, "discriminator": self.d}
         self.device = self.g.device
         self.ema.to(self.device)
-        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 100_003 + rank)
+        self.generator = noise_generator(self.device, cfg.seed, rank)
         self.augment = AugmentPipe(tuple(mcfg.augment))
         self.ada = AdaController(mcfg.ada_target or 0.6, mcfg.ada_kimg, mcfg.ada_interval)
         self.ada.p = mcfg.augment_p

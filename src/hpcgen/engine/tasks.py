@@ -20,7 +20,7 @@ from hpcgen.diffusion.gaussian import (
 )
 from hpcgen.diffusion.timesteps import LossAwareSampler
 from hpcgen.engine.deepspeed_engine import make_engine
-from hpcgen.engine.distributed import gather_from_ranks
+from hpcgen.engine.distributed import gather_from_ranks, noise_generator
 from hpcgen.engine.ema import EMA, ddpm_ema_beta
 from hpcgen.engine.gan_task import GANTask
 from hpcgen.models.unet import build_unet
@@ -28,11 +28,6 @@ from hpcgen.models.unet import build_unet
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def _noise_generator(device: torch.device, seed: int, rank: int) -> torch.Generator:
-    """Training noise of one rank, on the engine's device; its state is checkpointed."""
-    return torch.Generator(device=device).manual_seed(seed * 100_003 + rank)
 
 
 def _module_dtype(module: nn.Module) -> torch.dtype:
@@ -66,7 +61,7 @@ class DDPMTask:
         self.timesteps = (
             LossAwareSampler(self.diffusion.T) if mcfg.timestep_sampler == "loss_aware" else None
         )
-        self.generator = _noise_generator(self.engine.device, cfg.seed, rank)
+        self.generator = noise_generator(self.engine.device, cfg.seed, rank)
 
     def train_step(self, micro_batches: list[torch.Tensor]) -> dict[str, float]:
         totals: dict[str, float] = {}
