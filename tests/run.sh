@@ -12,5 +12,10 @@ elif [ "${HPCGEN_REQUIRE_SLURM:-0}" = 1 ]; then
 else
   echo "[tests] not root: SLURM tests run only if a cluster is already reachable"
 fi
+if [ "$(id -u)" = 0 ] && ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then
+  echo "[tests] installing chromium (apt-get): the report test renders its page headless"
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null
+fi
 export DS_ACCELERATOR=${DS_ACCELERATOR:-cpu}
 exec python -m pytest "$@"

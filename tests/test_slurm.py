@@ -220,6 +220,8 @@ def test_preempted_job_requeues_resumes_and_matches_the_uninterrupted_one(
     assert launcher.returncode == 0, output[-4000:]
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "completed" and record["preemptions"] == usr2 + requeue
+    events = [e["event"] for e in record["events"]]
+    assert events == ["started", *["preempted", "resumed"] * (usr2 + requeue), "completed"]
     logged = [json.loads(line)["step"] for line in open(run / "metrics.jsonl")]
     assert logged == list(range(1, steps + 1)), "metrics.jsonl must have no gap and no repeat"
     final = f"checkpoints/step_{steps:08d}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,8 @@ def print_status(status: dict[str, Any], title: str, console: Console | None = N
             console.print(f"job {row['job']} failed: {row['error']}", highlight=False)
     for line in status["next"]:
         console.print(f"next: {line}", highlight=False, soft_wrap=True)
+    report = f"python launch/report.py {shlex.quote(status['path'])}"
+    console.print(f"curves and images on one page: {report}", highlight=False, soft_wrap=True)
 
 
 def print_summary(path: Path, title: str) -> dict[str, Any]:

@@ -56,6 +56,8 @@ def test_signal_saves_at_the_next_step_and_resume_matches_the_reference(signum, 
     train(smoke_config("ddpm", *args), run)
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "completed" and record["preemptions"] == 1
+    events = [(e["event"], e["step"]) for e in record["events"]]
+    assert events == [("started", 0), ("preempted", saved), ("resumed", saved), ("completed", 120)]
     steps = [json.loads(line)["step"] for line in open(run / "metrics.jsonl")]
     assert steps == list(range(1, 121)), "metrics.jsonl must have no gap and no repeat"
     a, b = weights(reference, 120, "unet"), weights(run, 120, "unet")

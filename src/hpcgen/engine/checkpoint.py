@@ -130,7 +130,12 @@ class CheckpointManager:
                     "bytes": path.stat().st_size,
                     "sha256": sha256_file(path),
                 }
-            manifest = {"step": step, "world_size": self.world_size, "files": files}
+            manifest = {
+                "step": step,
+                "world_size": self.world_size,
+                "created": time.time(),
+                "files": files,
+            }
             _write_atomic(tmp / MANIFEST, json.dumps(manifest, indent=1))
             if final.exists():  # a committed one of the same step: keep the new one
                 shutil.rmtree(final)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from pathlib import Path
@@ -42,7 +43,9 @@ def save_samples(task: Any, cfg: TrainConfig, run_dir: Path, step: int, is_main:
     if is_main:
         path.parent.mkdir(parents=True, exist_ok=True)
         nrow = int(np.ceil(np.sqrt(images.shape[0])))
-        save_image((images + 1) / 2, path, nrow=nrow, padding=1)
+        tmp = path.with_name(f".{path.name}.tmp")  # a kill mid-write leaves no half PNG
+        save_image((images + 1) / 2, tmp, nrow=nrow, padding=1, format="png")
+        os.replace(tmp, path)
     return path
 
 
@@ -138,6 +141,13 @@ def train(
         global_batch=global_batch,
         started=time.time(),
     )
+    record.add_event(
+        "resumed" if latest is not None else "started",
+        step=step,
+        checkpoint=latest.name if latest is not None else None,
+        slurm_job_id=slurm_job_id(),
+        world_size=layout.world_size,
+    )
 
     last: dict[str, float] = dict(record.data.get("last_losses") or {})  # a finished run
     check_every = cfg.trainer.preempt_check_every_steps
@@ -194,11 +204,13 @@ def train(
                         preemptions=record.data["preemptions"] + 1,
                         ended=time.time(),
                     )
+                    record.add_event("preempted", step=step, checkpoint=path.name, save_s=save_s)
                     guard.leave(decision, layout.rank)
     except Preempted:
         raise
     except BaseException as err:
         record.update(status="failed", error=f"{type(err).__name__}: {err}", ended=time.time())
+        record.add_event("failed", step=step, error=record.data["error"])
         raise
     finally:
         progress.close()
@@ -211,6 +223,7 @@ def train(
         skipped_samples=stream.skipped,
         ended=time.time(),
     )
+    record.add_event("completed", step=step)
     return {"run_dir": str(run_dir), "step": step, "last_losses": last}
 
 

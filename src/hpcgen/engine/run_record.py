@@ -57,6 +57,11 @@ class RunRecord:
         tmp.write_text(json.dumps(self.data, indent=1))
         os.replace(tmp, self.run_dir / "run.json")
 
+    def add_event(self, event: str, **fields: Any) -> None:
+        """Append to run.json's history (started, resumed, preempted, completed, failed)."""
+        events = [*self.data.get("events", []), {"event": event, "time": time.time(), **fields}]
+        self.update(events=events)
+
     def truncate_metrics(self, after_step: int) -> None:
         """Drop lines past `after_step` (logged after the checkpoint a resume starts from)."""
         path = self.run_dir / "metrics.jsonl"
