@@ -31,6 +31,8 @@ def test_rows_come_from_run_json_when_the_job_ran_locally(tmp_path):
         )
     )
     (run / "metrics.jsonl").write_text('{"step": 7, "kimg": 0.11, "images_per_s": 42.5}\n')
+    log = [f"line {i}" for i in range(30)] + ["RuntimeError: boom [at step 7]"]
+    (run / "train.log").write_text("\n".join(log) + "\n")
     (run / "eval").mkdir()
     for step, fid in ((5, 80.0), (7, 74.25)):
         (run / "eval" / f"step_{step:08d}.json").write_text(json.dumps({"fid": fid}))
@@ -50,5 +52,7 @@ def test_rows_come_from_run_json_when_the_job_ran_locally(tmp_path):
         "42.5",
         "local",
         "job 0 failed: RuntimeError: boom",
+        "  | line 29\n  | RuntimeError: boom [at step 7]",  # the log's tail, markup left alone
     ):
         assert expected in text, expected
+    assert "line 22" not in text  # the last 8 lines only

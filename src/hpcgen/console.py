@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from hpcgen.status import sweep_status
+from hpcgen.status import log_tail, sweep_status
 
 STATE_STYLE = {
     "COMPLETED": "green",
@@ -102,6 +102,8 @@ def print_status(status: dict[str, Any], title: str, console: Console | None = N
         )
         if row["error"] and row["status"] == "failed":
             console.print(f"job {row['job']} failed: {row['error']}", highlight=False)
+            for line in log_tail(row, 8):
+                console.print(f"  | {line}", highlight=False, markup=False, soft_wrap=True)
     for line in status["next"]:
         console.print(f"next: {line}", highlight=False, soft_wrap=True)
     report = f"python launch/report.py {shlex.quote(status['path'])}"

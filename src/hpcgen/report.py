@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 
 from hpcgen.eval.evaluate import run_results
-from hpcgen.status import run_dirs, sweep_status
+from hpcgen.status import log_tail, run_dirs, sweep_status
 from hpcgen.svgplot import line_chart
 
 # metrics.jsonl keys that are not losses; what remains is plotted as the loss curves
@@ -248,12 +248,9 @@ def job_section(row: dict[str, Any]) -> str:
     parts.append(f"<p>{escape(str(run_dir))} · state {escape(row['state'])}</p>")
     if row["status"] == "failed":
         parts.append(f'<p class="failed">failed: {_e(row["error"])}</p>')
-        log = Path(row["log"] or run_dir / "train.log")
-        for candidate in (log.with_suffix(".err"), log):
-            if candidate.is_file():
-                tail = candidate.read_text(errors="replace").splitlines()[-20:]
-                parts.append(f"<pre>{escape(chr(10).join(tail))}</pre>")
-                break
+        tail = log_tail(row)
+        if tail:
+            parts.append(f"<pre>{escape(chr(10).join(tail))}</pre>")
     parts.append('<div class="row">' + "".join(_charts(run_dir, row["model"])) + "</div>")
     images = _images(run_dir)
     parts.append(

@@ -54,6 +54,15 @@ def _log_file(sweep: Path, job_id: str | None) -> str | None:
     return str(log) if log.is_file() else None
 
 
+def log_tail(row: dict[str, Any], lines: int = 20) -> list[str]:
+    """The last lines of a job's error log (SLURM's .err, else the Hydra job's train.log)."""
+    log = Path(row["log"]) if row.get("log") else Path(row["run_dir"]) / "train.log"
+    for candidate in (log.with_suffix(".err"), log):
+        if candidate.is_file():
+            return candidate.read_text(errors="replace").splitlines()[-lines:]
+    return []
+
+
 def job_row(run_dir: Path) -> dict[str, Any]:
     """Everything known about one job, as plain JSON-able values."""
     run = read_run(run_dir) or {}
