@@ -82,6 +82,12 @@ def test_sweep_expands_to_cartesian_product():
         ({"model": {"name": "gan", "augment": "xflip"}}, "model.augment='xflip' must be a list"),
         ({"model": {"name": "gan", "ada_target": 1.5}}, "null for a fixed model.augment_p"),
         ({"model": {"name": "gan", "reduced_precision": "fp8"}}, "auto, none, bf16, fp16"),
+        ({"model": {"name": "ddpm"}, "deepspeed": {"lr_schedule": "step"}}, "constant, cosine"),
+        ({"model": {"name": "ddpm"}, "deepspeed": {"min_lr_ratio": 2.0}}, "in [0, 1]"),
+        (
+            {"model": {"name": "ddpm"}, "deepspeed": {"warmup_steps": 50, "decay_steps": 50}},
+            "must exceed deepspeed.warmup_steps=50",
+        ),
         (
             {"model": {"name": "gan", "pl_weight": 2.0}, "deepspeed": {"zero_stage": 3}},
             "use deepspeed=zero2",

@@ -253,11 +253,25 @@ class DeepSpeedConfig:
     grad_clip: float = 0.0  # 0 disables clipping
     optimizer: str = "adamw"  # adamw | adam (torch's; the models' betas and weight decay)
     warmup_steps: int = 0  # linear learning-rate warm-up over this many optimizer steps
+    lr_schedule: str = "constant"  # constant | cosine (after the warm-up)
+    min_lr_ratio: float = 0.0  # cosine: the learning rate at the end, as a fraction of the peak
+    decay_steps: int | None = None  # cosine: reaches min_lr_ratio here (default trainer.max_steps)
 
     def __post_init__(self) -> None:
         _check_choice("deepspeed.zero_stage", self.zero_stage, (0, 1, 2, 3))
         _check_choice("deepspeed.optimizer", self.optimizer, ("adamw", "adam"))
         _check_positive("deepspeed.warmup_steps", self.warmup_steps, allow_zero=True)
+        _check_choice("deepspeed.lr_schedule", self.lr_schedule, ("constant", "cosine"))
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(
+                f"deepspeed.min_lr_ratio={self.min_lr_ratio} must be in [0, 1] "
+                "(the final learning rate as a fraction of the peak, e.g. 0.1)"
+            )
+        if self.decay_steps is not None and self.decay_steps <= self.warmup_steps:
+            raise ConfigError(
+                f"deepspeed.decay_steps={self.decay_steps} must exceed deepspeed.warmup_steps="
+                f"{self.warmup_steps}: the cosine decay starts after the warm-up"
+            )
         _check_choice("deepspeed.precision", self.precision, ("fp32", "bf16", "fp16"))
         _check_positive("deepspeed.grad_accum_steps", self.grad_accum_steps)
         _check_positive("deepspeed.grad_clip", self.grad_clip, allow_zero=True)
@@ -277,6 +291,9 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        ds = self.deepspeed
+        if ds.decay_steps is None:
+            ds.decay_steps = max(self.trainer.max_steps, ds.warmup_steps + 1)
         m = self.model
         if isinstance(m, GANConfig) and m.pl_weight > 0 and self.deepspeed.zero_stage == 3:
             raise ConfigError(

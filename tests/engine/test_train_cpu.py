@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
@@ -179,3 +180,15 @@ def test_learning_rate_warms_up_linearly_and_adam_is_selectable(tmp_path):
     lrs = [json.loads(line)["lr_unet"] for line in open(tmp_path / "metrics.jsonl")]
     assert lrs[0] == pytest.approx(2e-4) and lrs[4] == pytest.approx(6e-4)
     assert lrs[9:] == pytest.approx([1e-3] * 3)
+
+
+def test_learning_rate_decays_along_a_cosine_after_the_warm_up(tmp_path):
+    schedule = ["deepspeed.warmup_steps=4", "deepspeed.lr_schedule=cosine"]
+    extra = [*schedule, "deepspeed.min_lr_ratio=0.1", "model.lr=1e-3", "trainer.log_every_steps=1"]
+    train(smoke_config("ddpm", "trainer.max_steps=12", *extra), tmp_path)
+    lrs = [json.loads(line)["lr_unet"] for line in open(tmp_path / "metrics.jsonl")]
+    # logged after step s: the rate of step s+1; warm-up 1/4..4/4, then 8 steps of half-cosine
+    expected = [(s + 1) / 4 if s < 4 else 0.1 + 0.45 * (1 + math.cos(math.pi * (s - 4) / 8))
+                for s in range(1, 13)]  # fmt: skip
+    assert lrs == pytest.approx([1e-3 * f for f in expected])
+    assert lrs[3] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -47,19 +48,16 @@ def make_engine(
     world_size: int,
 ) -> Any:
     """Wrap a plain module in a DeepSpeed engine with torch's AdamW or Adam (no compiled op
-    needed) and, with deepspeed.warmup_steps, a linear warm-up that DeepSpeed steps and saves."""
+    needed) and the learning-rate schedule (warm-up, cosine), which DeepSpeed steps and saves."""
     import deepspeed
 
     # DeepSpeed casts parameters to bf16/fp16 but not buffers (BatchNorm statistics): cast both
     model = model.to(compute_dtype(cfg))
     kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     optimizer = kind(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
-    warmup = cfg.warmup_steps
-    schedule = (
-        torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
-        if warmup > 0
-        else None
-    )
+    schedule = None
+    if cfg.warmup_steps > 0 or cfg.lr_schedule != "constant":
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         optimizer=optimizer,
@@ -67,6 +65,18 @@ def make_engine(
         config=ds_config(cfg, batch_per_gpu, world_size),
     )
     return engine
+
+
+def lr_factor(step: int, cfg: DeepSpeedConfig) -> float:
+    """The learning rate of optimizer step `step` (0-based) as a fraction of the peak:
+    linear warm-up to 1, then constant or a half-cosine down to min_lr_ratio at decay_steps."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    decay_steps = cfg.decay_steps or cfg.warmup_steps + 1
+    progress = min(1.0, (step - cfg.warmup_steps) / max(decay_steps - cfg.warmup_steps, 1))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def compute_dtype(cfg: DeepSpeedConfig) -> torch.dtype:
