@@ -277,6 +277,13 @@ class DeepSpeedConfig:
         _check_positive("deepspeed.grad_clip", self.grad_clip, allow_zero=True)
 
 
+@dataclass
+class LoggerConfig:
+    """Where rank 0 reports besides metrics.jsonl and the console."""
+
+    tensorboard: bool = False  # scalars and sample grids under <run>/tensorboard
+
+
 MODEL_SCHEMAS: dict[str, type] = {"ddpm": DDPMConfig, "gan": GANConfig}
 
 
@@ -288,6 +295,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -317,12 +325,13 @@ class TrainConfig:
             "data": build_section(DataConfig, tree.get("data", {}), "data"),
             "trainer": build_section(TrainerConfig, tree.get("trainer", {}), "trainer"),
             "deepspeed": build_section(DeepSpeedConfig, tree.get("deepspeed", {}), "deepspeed"),
+            "logger": build_section(LoggerConfig, tree.get("logger", {}), "logger"),
         }
         extra = set(tree) - set(fields) - {"seed"}
         if extra:
             raise ConfigError(
                 f"unknown top-level config key(s) {', '.join(sorted(extra))}: known keys are "
-                "model, data, trainer, deepspeed, seed"
+                "model, data, trainer, deepspeed, logger, seed"
             )
         return cls(**fields, seed=_coerce(int, tree.get("seed", 0), "seed"))
 

@@ -192,3 +192,25 @@ def test_learning_rate_decays_along_a_cosine_after_the_warm_up(tmp_path):
                 for s in range(1, 13)]  # fmt: skip
     assert lrs == pytest.approx([1e-3 * f for f in expected])
     assert lrs[3] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-4)
+
+
+def test_tensorboard_gets_scalars_and_sample_grids_once_per_step_across_a_resume(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    args = ["trainer.max_steps=12", "trainer.log_every_steps=1", "trainer.ckpt_every_steps=6"]
+    cfg = ["logger.tensorboard=true", "trainer.sample_every_steps=6", *args]
+    train(smoke_config("gan", *cfg), tmp_path)
+    # as if killed after logging step 12 but before committing its checkpoint
+    shutil.rmtree(tmp_path / "checkpoints" / "step_00000012")
+    (tmp_path / "checkpoints" / "latest").write_text("step_00000006\n")
+    train(smoke_config("gan", *cfg), tmp_path)
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"loss/loss_d", "loss/loss_g", "lr/generator", "train/ada_p"} <= set(tags["scalars"])
+    logged = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    scalars = events.Scalars("loss/loss_g")
+    assert [s.step for s in scalars] == list(range(1, 13))  # no step twice after the resume
+    assert [s.value for s in scalars] == pytest.approx([m["loss_g"] for m in logged])
+    images = events.Images("samples")
+    assert [i.step for i in images] == [6, 12] and images[0].width > 16

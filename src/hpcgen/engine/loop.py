@@ -28,6 +28,7 @@ from hpcgen.engine.distributed import (
 from hpcgen.engine.preemption import Preempted, PreemptionGuard
 from hpcgen.engine.run_record import RunRecord, git_revision, slurm_job_id
 from hpcgen.engine.tasks import build_task
+from hpcgen.engine.tensorboard import TensorBoard
 
 
 def seed_everything(seed: int) -> None:
@@ -36,10 +37,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def save_samples(task: Any, cfg: TrainConfig, run_dir: Path, step: int, is_main: bool) -> Path:
+def save_samples(
+    task: Any, cfg: TrainConfig, run_dir: Path, step: int, is_main: bool, tb: TensorBoard
+) -> Path:
     """A grid of samples from fixed seeds; every rank samples (ZeRO-3), rank 0 writes the PNG."""
     images = task.sample(cfg.model.num_samples, cfg.data.resolution, seed=cfg.seed)
     path = run_dir / "samples" / f"step_{step:08d}.png"
+    tb.images("samples", images, step)
     if is_main:
         path.parent.mkdir(parents=True, exist_ok=True)
         nrow = int(np.ceil(np.sqrt(images.shape[0])))
@@ -122,6 +126,7 @@ def train(
         task.load_state_dict(state["task"])
         print0(f"[hpcgen] resumed from {latest} at step {step}")
         record.truncate_metrics(after_step=step)  # lines logged after it would repeat
+    tb = TensorBoard(run_dir, cfg.logger.tensorboard and layout.is_main, resume_step=step)
     global_batch = cfg.trainer.batch_per_gpu * cfg.deepspeed.grad_accum_steps * layout.world_size
     record.update(
         status="running",
@@ -178,9 +183,10 @@ def train(
                         last,
                         stream.skipped,
                         engine_stats(task.engines),
+                        tb,
                     )
                 if step % cfg.trainer.sample_every_steps == 0 or done:
-                    save_samples(task, cfg, run_dir, step, layout.is_main)
+                    save_samples(task, cfg, run_dir, step, layout.is_main, tb)
                 if step % cfg.trainer.ckpt_every_steps == 0 or done or decision:
                     state = {
                         "step": step,
@@ -215,6 +221,7 @@ def train(
     finally:
         progress.close()
         stream.close()
+        tb.close()
     record.update(
         status="completed",
         step=step,
@@ -256,19 +263,22 @@ def log_interval(
     losses: dict[str, float],
     skipped: int,
     stats: dict[str, float] | None = None,
+    tb: TensorBoard | None = None,
 ) -> None:
-    """One metrics.jsonl line, one log line and run.json's progress (no-ops off rank 0)."""
-    record.log_metrics(
-        {
-            "step": step,
-            "kimg": images_seen / 1000,
-            "images_per_s": rate,
-            **losses,
-            **(stats or {}),
-            "skipped_samples": skipped,
-            "time": time.time(),
-        }
-    )
+    """One metrics.jsonl line (and TensorBoard scalars), one log line and run.json's progress
+    (no-ops off rank 0)."""
+    metrics = {
+        "step": step,
+        "kimg": images_seen / 1000,
+        "images_per_s": rate,
+        **losses,
+        **(stats or {}),
+        "skipped_samples": skipped,
+        "time": time.time(),
+    }
+    record.log_metrics(metrics)
+    if tb is not None:
+        tb.scalars(metrics, step)
     text = " ".join(f"{k} {v:.4f}" for k, v in losses.items())
     print0(
         f"[hpcgen] step {step}/{max_steps} kimg {images_seen / 1000:.2f} {rate:.1f} img/s {text}"

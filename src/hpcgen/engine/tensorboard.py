@@ -1,0 +1,60 @@
+"""TensorBoard scalars and sample grids through torch's SummaryWriter (logger.tensorboard=true).
+
+Rank 0 only. A resumed run passes its checkpoint's step as `purge_step`, so TensorBoard drops
+the events that a preempted attempt logged after that checkpoint (as metrics.jsonl does).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision.utils import make_grid
+
+SKIP = ("step", "time")
+GROUPS = (("loss", "loss"), ("lr_", "lr"), ("grad_norm_", "grad_norm"), ("loss_scale", "scale"))
+
+
+def tag(key: str) -> str:
+    """`loss_d` -> `loss/loss_d`, `lr_unet` -> `lr/unet`, `images_per_s` -> `train/images_per_s`."""
+    for prefix, group in GROUPS:
+        if key.startswith(prefix):
+            name = key[len(prefix) :] if prefix.endswith("_") else key
+            return f"{group}/{name}"
+    return f"train/{key}"
+
+
+class TensorBoard:
+    """A no-op unless enabled on rank 0."""
+
+    def __init__(self, run_dir: Path, enabled: bool, resume_step: int = 0) -> None:
+        self.writer = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.dir = run_dir / "tensorboard"
+            # the resumed run logs from resume_step + 1 on: drop an earlier attempt's events there
+            purge = resume_step + 1 if resume_step else None
+            self.writer = SummaryWriter(str(self.dir), purge_step=purge)
+
+    def scalars(self, metrics: dict[str, Any], step: int) -> None:
+        if self.writer is None:
+            return
+        for key, value in metrics.items():
+            if key not in SKIP and isinstance(value, (int, float)):
+                self.writer.add_scalar(tag(key), value, step)
+        self.writer.flush()
+
+    def images(self, name: str, images: torch.Tensor, step: int) -> None:
+        """Images in [-1, 1], (N, C, H, W), as one grid."""
+        if self.writer is None:
+            return
+        nrow = int(images.shape[0] ** 0.5 + 0.999)
+        grid = make_grid(((images.float() + 1) / 2).clamp(0, 1), nrow=nrow, padding=1)
+        self.writer.add_image(name, grid, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
