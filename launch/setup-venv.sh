@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install hpcgen into it (editable, with dev tools) when missing or stale.
+# Create .venv and install hpcgen into it (editable, with dev and bench tools) when missing or stale.
 # Sourced by launch/quickstart.sh and tests/run.sh; leaves the venv activated.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -12,10 +12,10 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "[setup] installing torch 2.14.1, torchvision 0.29.1 and hpcgen[dev] into $venv (minutes on first run)"
+  echo "[setup] installing torch 2.14.1, torchvision 0.29.1 and hpcgen[dev,bench] into $venv (minutes on first run)"
   "$venv/bin/pip" install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
   "$venv/bin/pip" install -q torch==2.14.1 torchvision==0.29.1 2>&1 | grep -v "^WARNING: Location" || true
-  "$venv/bin/pip" install -q -e "$repo[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+  "$venv/bin/pip" install -q -e "$repo[dev,bench]" 2>&1 | grep -v "^WARNING: Location" || true
   "$venv/bin/python" -c "import hpcgen, torch, deepspeed, submitit, webdataset, hydra, torch_fidelity, rich" \
     || { echo "[setup] error: the install did not complete; see pip's messages above" >&2; exit 1; }
   echo "$want" > "$stamp"

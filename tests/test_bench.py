@@ -14,6 +14,17 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow
 
 SUITES = {
+    "data": (
+        [
+            "data.images=256",
+            "data.resolution=16",
+            "data.batch_size=32",
+            "data.num_workers=1",
+            "data.samples_per_shard=64",
+            "data.repeats=2",
+        ],
+        ["stream_vs_imagefolder", "stream_vs_decode_only"],
+    ),  # fmt: skip
     "sampling": (
         ["sampling.full_steps=20", "sampling.ddim_steps=5", "sampling.repeats=1"],
         ["ratio_wall", "ratio_evaluations"],
@@ -23,7 +34,19 @@ SUITES = {
         ["ddpm_zero1_vs_plain", "ddpm_zero2_vs_plain", "gan_zero2_vs_plain"],
     ),
     "zero": (["zero.preset=tiny", "zero.resolution=16", "zero.stages=[3]"], ["zero3"]),
-    "checkpoint": (["checkpoint.presets=[ddpm:tiny]", "checkpoint.repeats=1"], ["ddpm:tiny"]),
+    "peer": (
+        ["peer.preset=tiny", "peer.resolution=16", "peer.batch=4", "peer.repeats=1"],
+        ["hpcgen_plain_vs_diffusers", "hpcgen_zero2_vs_diffusers", "parameter_ratio"],
+    ),
+    "checkpoint": (
+        [
+            "checkpoint.presets=[ddpm:tiny]",
+            "checkpoint.repeats=1",
+            "checkpoint.signal_presets=[ddpm:tiny]",
+            "checkpoint.signal_repeats=1",
+        ],
+        ["ddpm:tiny", "preemption"],
+    ),  # fmt: skip
     "evaluation": (
         ["evaluation.extractor=tiny-test", "evaluation.images=16", "evaluation.repeats=1"],
         ["reference_cached_vs_fresh", "features_images_per_s"],
@@ -44,3 +67,16 @@ def test_suite_writes_its_json(suite, tmp_path):
     assert data["suite"] == suite and data["machine"]["torch"]
     assert all(key in data for key in keys), sorted(data)
     assert f"bench suite={suite}" in result.stdout
+    if suite == "checkpoint":  # a real training process saved the very step it was signalled at
+        signalled = data["preemption"]["ddpm:tiny"]
+        assert signalled["steps_lost_max"] == 0 and signalled["steps_after_signal_max"] <= 1
+
+
+def test_the_peer_network_has_our_parameter_count_within_ten_percent():
+    from hpcgen.benchmarks.peer import matched_peer
+    from hpcgen.models.unet import build_unet
+
+    for preset, resolution in (("tiny", 16), ("small", 32)):
+        ours = sum(p.numel() for p in build_unet(preset, 3, resolution).parameters())
+        peer, _ = matched_peer(preset, resolution, ours)
+        assert abs(sum(p.numel() for p in peer.parameters()) / ours - 1) <= 0.1

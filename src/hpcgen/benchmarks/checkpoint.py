@@ -1,9 +1,17 @@
 """Checkpoint suite: seconds and bytes to save and to load a committed checkpoint (DeepSpeed
-engines with AdamW state + hpcgen state, manifest with sha256) for each network preset."""
+engines with AdamW state + hpcgen state, manifest with sha256) for each network preset; and,
+for real training processes (launch/train.py), the seconds from SIGUSR2 to a clean exit with a
+committed checkpoint, and the steps lost (trained but not in that checkpoint; target 0)."""
 
 from __future__ import annotations
 
 import itertools
+import json
+import signal
+import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from hpcgen.benchmarks.common import measure
@@ -25,9 +33,89 @@ def _networks(spec: str) -> dict:
     return {"generator": generator, "discriminator": discriminator}
 
 
-def run(workdir: Path, presets: list[str], repeats: int) -> dict:
+def _last_step(run_dir: Path) -> int:
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        return json.loads(lines[-1])["step"] if lines else 0
+    except (OSError, ValueError, KeyError):
+        return 0  # not started, or a line being written
+
+
+def signal_to_exit(workdir: Path, spec: str, attempt: int, after_steps: int = 5) -> dict:
+    """Train in a subprocess, send SIGUSR2 once it logged `after_steps`, time its exit."""
+    model, preset = spec.split(":")
+    run_dir = workdir / "signal-bench" / f"{spec.replace(':', '-')}-{attempt}"
+    train = Path(__file__).resolve().parents[3] / "launch" / "train.py"
+    args = [f"model={model}", f"model.preset={preset}", f"data.resolution={RESOLUTION[preset]}",
+            "trainer.max_steps=100000", "trainer.batch_per_gpu=8", "trainer.log_every_steps=1",
+            "trainer.ckpt_every_steps=100000", "trainer.sample_every_steps=100000",
+            "data.num_workers=0", f"hydra.run.dir={run_dir}"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, str(train), *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 900
+    while _last_step(run_dir) < after_steps:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"{spec}: training did not reach step {after_steps}: "
+                               f"{(proc.communicate()[1] or '')[-2000:]}")  # fmt: skip
+        time.sleep(0.02)
+    signalled_at = _last_step(run_dir)
+    start = time.perf_counter()
+    proc.send_signal(signal.SIGUSR2)
+    _, err = proc.communicate(timeout=600)
+    seconds = time.perf_counter() - start
+    record = json.loads((run_dir / "run.json").read_text())
+    saved = int((run_dir / "checkpoints" / "latest").read_text().split("_")[1])
+    if proc.returncode != 0 or record["status"] != "preempted":
+        raise RuntimeError(
+            f"{spec}: exit {proc.returncode}, status {record['status']}: {err[-2000:]}"
+        )
+    return {
+        "seconds": seconds,
+        "save_seconds": record["last_save_s"],
+        "steps_after_signal": saved - signalled_at,
+        "steps_lost": _last_step(run_dir) - saved,  # trained (logged) but not checkpointed
+    }
+
+
+def signal_suite(workdir: Path, presets: list[str], repeats: int) -> dict:
+    result = {}
+    for spec in presets:
+        runs = [signal_to_exit(workdir, spec, i) for i in range(repeats)]
+        seconds = [r["seconds"] for r in runs]
+        result[spec] = {
+            "signal_to_exit": {
+                "seconds": seconds,
+                "median": statistics.median(seconds),
+                "min": min(seconds),
+                "max": max(seconds),
+            },  # fmt: skip
+            "save_seconds_median": statistics.median(r["save_seconds"] for r in runs),
+            "steps_after_signal_max": max(r["steps_after_signal"] for r in runs),
+            "steps_lost_max": max(r["steps_lost"] for r in runs),
+        }
+    return result
+
+
+def run(
+    workdir: Path,
+    presets: list[str],
+    repeats: int,
+    signal_presets: list[str] | None = None,
+    signal_repeats: int = 5,
+) -> dict:
     init_distributed(detect_layout())
-    result: dict = {"config": {"presets": presets, "zero_stage": 2, "precision": "fp32"}}
+    result: dict = {
+        "config": {
+            "presets": presets,
+            "zero_stage": 2,
+            "precision": "fp32",
+            "signal_presets": signal_presets or [],
+        },  # fmt: skip
+        "targets": {"steps_lost": "0"},
+    }
+    if signal_presets:  # first: fresh processes, before this one holds the CPU's memory
+        result["preemption"] = signal_suite(workdir, signal_presets, signal_repeats)
     for spec in presets:
         nets = _networks(spec)
         engines = {

@@ -253,7 +253,7 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
 
     suites = {
         name: f"hpcgen.benchmarks.{name}"
-        for name in ("data", "sampling", "engine", "zero", "checkpoint", "evaluation")
+        for name in ("data", "sampling", "engine", "zero", "peer", "checkpoint", "evaluation")
     }
     if cfg.suite not in suites:
         print(
