@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import signal
 import statistics
 import subprocess
@@ -50,8 +51,9 @@ def signal_to_exit(workdir: Path, spec: str, attempt: int, after_steps: int = 5)
             "trainer.max_steps=100000", "trainer.batch_per_gpu=8", "trainer.log_every_steps=1",
             "trainer.ckpt_every_steps=100000", "trainer.sample_every_steps=100000",
             "data.num_workers=0", f"hydra.run.dir={run_dir}"]  # fmt: skip
+    env = {**os.environ, "HPCGEN_DATA_DIR": str(workdir / "signal-data")}  # shards made once
     proc = subprocess.Popen([sys.executable, str(train), *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
     deadline = time.monotonic() + 900
     while _last_step(run_dir) < after_steps:
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -6,6 +6,8 @@ checkpoints/
   step_N/hpcgen_rank00000.pt   per-rank state (step, data position, RNGs, task state)
   step_N/COMMITTED      manifest: files, sizes, sha256, world size, step (written last)
   latest                name of the newest committed checkpoint (temp file + rename + fsync)
+  universal-step_N/     step_N converted by DeepSpeed's ds_to_universal, made when a job
+                        resumes it with another number of ranks (ZeRO-1/2)
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import os
 import pickle
 import random
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -70,8 +74,9 @@ def _write_atomic(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
-def verify(ckpt: Path, world_size: int, hashes: bool = False) -> dict:
-    """The manifest of a committed checkpoint, or CheckpointError saying what is wrong."""
+def verify(ckpt: Path, world_size: int | None = None, hashes: bool = False) -> dict:
+    """The manifest of a committed checkpoint, or CheckpointError saying what is wrong
+    (with `world_size`, also when it was saved by another number of ranks)."""
     manifest_path = ckpt / MANIFEST
     if not manifest_path.is_file():
         raise CheckpointError(f"{ckpt} has no {MANIFEST} manifest: it was never committed")
@@ -80,7 +85,7 @@ def verify(ckpt: Path, world_size: int, hashes: bool = False) -> dict:
         files = manifest["files"]
     except (json.JSONDecodeError, KeyError) as err:
         raise CheckpointError(f"{manifest_path} is corrupt ({err})") from err
-    if manifest.get("world_size") != world_size:
+    if world_size is not None and manifest.get("world_size") != world_size:
         raise CheckpointError(
             f"{ckpt} was saved by {manifest.get('world_size')} ranks but this job has "
             f"{world_size}: resume with the same number of ranks"
@@ -152,6 +157,9 @@ class CheckpointManager:
             milestone = self.milestone_every and step % self.milestone_every == 0
             if not milestone and old.name != keep_name:
                 shutil.rmtree(old)
+        for converted in self.dir.glob("universal-step_*"):  # its source is gone
+            if not (self.dir / converted.name.removeprefix("universal-")).is_dir():
+                shutil.rmtree(converted)
 
     def find_latest(self, allow_fresh_start: bool = False) -> Path | None:
         """The newest checkpoint that verifies, falling back loudly past broken ones.
@@ -166,7 +174,7 @@ class CheckpointManager:
                 candidates = candidates[: candidates.index(named) + 1]
         for ckpt in reversed(candidates):
             try:
-                verify(ckpt, self.world_size)
+                verify(ckpt)  # another world size is converted by load()
                 return ckpt
             except CheckpointError as err:
                 print0(f"WARNING: skipping checkpoint {ckpt}: {err}; trying an older one")
@@ -189,12 +197,27 @@ class CheckpointManager:
         return None
 
     def load(self, ckpt: Path, engines: dict[str, Any]) -> dict[str, Any]:
-        """Collective: restore every engine and return this rank's hpcgen state."""
+        """Collective: restore every engine and return this rank's hpcgen state.
+
+        A checkpoint of another world size (ZeRO-1/2) goes through DeepSpeed's universal
+        format; every rank then gets rank 0's hpcgen state without its RNGs, and the state
+        says `world_size_changed_from` so the caller reseeds and restarts the data stream."""
+        saved_world = json.loads((ckpt / MANIFEST).read_text())["world_size"]  # verified by find
+        changed = saved_world != self.world_size
+        if changed:
+            universal = self._universal(ckpt, engines, saved_world)
         for key, engine in engines.items():
-            path, _ = engine.load_checkpoint(str(ckpt / key), tag="state")
+            if changed:  # read at load time only (DeepSpeed's checkpoint.load_universal)
+                engine._config.load_universal_checkpoint = True
+                try:
+                    path, _ = engine.load_checkpoint(str(universal / key), tag="universal")
+                finally:
+                    engine._config.load_universal_checkpoint = False
+            else:
+                path, _ = engine.load_checkpoint(str(ckpt / key), tag="state")
             if path is None:
                 raise CheckpointError(f"DeepSpeed could not load {ckpt / key}")
-        path = ckpt / f"hpcgen_rank{self.rank:05d}.pt"
+        path = ckpt / f"hpcgen_rank{0 if changed else self.rank:05d}.pt"
         try:  # tensors and plain values only: a pickle that runs code is refused here
             state = torch.load(path, weights_only=True)
         except pickle.UnpicklingError as err:
@@ -202,5 +225,46 @@ class CheckpointManager:
                 f"{path} needs arbitrary unpickling, which hpcgen's writer never produces: "
                 f"refusing to load it ({str(err).splitlines()[0]})"
             ) from err
-        set_rng_state(state.pop("rng"))
+        rng = state.pop("rng")
+        if changed:
+            state["world_size_changed_from"] = saved_world
+        else:
+            set_rng_state(rng)
         return state
+
+    def _universal(self, ckpt: Path, engines: dict[str, Any], saved_world: int) -> Path:
+        """Rank 0 converts each engine of `ckpt` once (kept beside it); all ranks wait."""
+        if any(e.zero_optimization_partition_weights() for e in engines.values()):
+            raise CheckpointError(
+                f"{ckpt} was saved by {saved_world} ranks but this job has {self.world_size}, "
+                "and hpcgen converts ZeRO-1/2 checkpoints only: resume this ZeRO-3 run with "
+                f"{saved_world} ranks (hydra.launcher.nodes x tasks_per_node)"
+            )
+        out = self.dir / f"universal-{ckpt.name}"
+        if self.rank == 0 and not out.is_dir():
+            print0(
+                f"WARNING: {ckpt} was saved by {saved_world} ranks, this job has "
+                f"{self.world_size}: converting it to DeepSpeed's universal format in {out}; "
+                "weights and optimizer state carry over, the data order restarts at the next "
+                "epoch and each rank's random streams are reseeded (not bitwise resumable)"
+            )
+            tmp = self.dir / f".tmp-universal-{ckpt.name}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            for key in engines:
+                command = [
+                    sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal",
+                    "--input_folder", str(ckpt / key / "state"),
+                    "--output_folder", str(tmp / key / "universal"),
+                    "--inject_missing_state", "--num_extract_workers", "1",
+                    "--num_merge_workers", "1",
+                ]  # fmt: skip
+                done = subprocess.run(command, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise CheckpointError(
+                        f"converting {ckpt / key} for {self.world_size} ranks failed "
+                        f"({done.stderr.strip().splitlines()[-1:]}); the command was: "
+                        f"{' '.join(command)}; or resume with {saved_world} ranks"
+                    )
+            os.replace(tmp, out)
+        barrier()
+        return out

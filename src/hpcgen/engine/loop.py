@@ -117,13 +117,17 @@ def train(
         cfg.trainer.ckpt_milestone_every_steps,
     )
 
-    step, images_seen = 0, 0
+    step, images_seen, from_world_size = 0, 0, None
     latest = ckpts.find_latest(cfg.trainer.allow_fresh_start_on_corrupt)
     if latest is not None:
         state = ckpts.load(latest, task.engines)
         step, images_seen = state["step"], state["images_seen"]
         stream.load_state_dict(state["stream"])
         task.load_state_dict(state["task"])
+        from_world_size = state.get("world_size_changed_from")
+        if from_world_size:  # rank 0's state on every rank: reseed each rank's streams
+            seed_everything((cfg.seed * 1000 + layout.rank) * 1_000_003 + step)
+            task.generator.manual_seed(cfg.seed * 100_003 + layout.rank + 7_919 * step)
         print0(f"[hpcgen] resumed from {latest} at step {step}")
         record.truncate_metrics(after_step=step)  # lines logged after it would repeat
     tb = TensorBoard(run_dir, cfg.logger.tensorboard and layout.is_main, resume_step=step)
@@ -152,6 +156,7 @@ def train(
         checkpoint=latest.name if latest is not None else None,
         slurm_job_id=slurm_job_id(),
         world_size=layout.world_size,
+        from_world_size=from_world_size,
     )
 
     last: dict[str, float] = dict(record.data.get("last_losses") or {})  # a finished run

@@ -1,0 +1,74 @@
+"""A run saved by 2 ranks resumes on 1 (requeued onto fewer GPUs) through DeepSpeed's universal
+checkpoint conversion at ZeRO-1/2, and is refused with both sizes named at ZeRO-3.
+
+Ranks are separate processes of launch/train.py on the loopback, as torchrun starts them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from hpcgen.engine.distributed import free_port
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def train(world: int, run_dir, *args: str) -> list[subprocess.CompletedProcess]:
+    port, procs = free_port(), []
+    for rank in range(world):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}  # fmt: skip
+        cmd = [sys.executable, str(REPO / "launch" / "train.py"), "model=ddpm", "experiment=smoke",
+               "trainer.global_batch=8", "trainer.log_every_steps=1", f"hydra.run.dir={run_dir}",
+               *args]  # fmt: skip
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))  # fmt: skip
+    return [
+        subprocess.CompletedProcess(p.args, p.wait(timeout=900), p.stdout.read()) for p in procs
+    ]
+
+
+def test_a_two_rank_checkpoint_resumes_on_one_rank_through_the_universal_format(tmp_path):
+    run = tmp_path / "run"
+    for done in train(2, run, "trainer.max_steps=6", "trainer.ckpt_every_steps=3"):
+        assert done.returncode == 0, done.stdout[-3000:]
+    (done,) = train(1, run, "trainer.max_steps=10", "trainer.ckpt_every_steps=5")
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "was saved by 2 ranks, this job has 1: converting it" in done.stdout
+    # DeepSpeed's conversion carried the weights over exactly
+    saved = torch.load(
+        run / "checkpoints/step_00000006/unet/state/mp_rank_00_model_states.pt", weights_only=False
+    )["module"]
+    zero = run / "checkpoints/universal-step_00000006/unet/universal/zero"
+    for name, value in saved.items():
+        assert torch.equal(torch.load(zero / name / "fp32.pt")["param"], value), name
+    # the optimizer state carried over too: Adam has taken 10 steps, not 4
+    final = run / "checkpoints/step_00000010"
+    assert json.loads((final / "COMMITTED").read_text())["world_size"] == 1
+    optim = torch.load(
+        final / "unet/state/zero_pp_rank_0_mp_rank_00_optim_states.pt", weights_only=False
+    )["optimizer_state_dict"]["base_optimizer_state"]["state"]
+    assert {int(s["step"]) for s in optim.values()} == {10}
+    record = json.loads((run / "run.json").read_text())
+    events = [(e["event"], e["step"], e["world_size"], e.get("from_world_size"))
+              for e in record["events"] if e["event"] in ("started", "resumed")]  # fmt: skip
+    assert events == [("started", 0, 2, None), ("resumed", 6, 1, 2)]
+    steps = [json.loads(line)["step"] for line in open(run / "metrics.jsonl")]
+    assert steps == list(range(1, 11)), "metrics.jsonl must have no gap and no repeat"
+
+
+def test_a_zero3_checkpoint_of_another_world_size_is_refused_with_both_sizes(tmp_path):
+    run = tmp_path / "run"
+    for done in train(2, run, "deepspeed=zero3", "trainer.max_steps=3"):
+        assert done.returncode == 0, done.stdout[-3000:]
+    (done,) = train(1, run, "deepspeed=zero3", "trainer.max_steps=6")
+    assert done.returncode != 0
+    assert "saved by 2 ranks but this job has 1" in done.stdout
+    assert "resume this ZeRO-3 run with 2 ranks" in done.stdout
+    assert (run / "checkpoints/step_00000003/COMMITTED").is_file()  # nothing lost
