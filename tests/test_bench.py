@@ -38,6 +38,17 @@ SUITES = {
         ["peer.preset=tiny", "peer.resolution=16", "peer.batch=4", "peer.repeats=1"],
         ["hpcgen_plain_vs_diffusers", "hpcgen_zero2_vs_diffusers", "parameter_ratio"],
     ),
+    "gpu": (  # on the CPU: tiny cases in fp32, the same code path as on a GPU
+        [
+            "gpu.cases=[ddpm:tiny:16:4,gan:tiny:16:4]",
+            "gpu.precision=fp32",
+            "gpu.repeats=1",
+            "gpu.matmul_size=256",
+            "gpu.loader_images=64",
+            "gpu.loader_workers=1",
+        ],
+        ["matmul", "ddpm:tiny:16:4", "gan:tiny:16:4"],
+    ),  # fmt: skip
     "checkpoint": (
         [
             "checkpoint.presets=[ddpm:tiny]",
@@ -67,6 +78,10 @@ def test_suite_writes_its_json(suite, tmp_path):
     assert data["suite"] == suite and data["machine"]["torch"]
     assert all(key in data for key in keys), sorted(data)
     assert f"bench suite={suite}" in result.stdout
+    if suite == "gpu":  # the U-Net's FLOPs were counted and set against the measured peak
+        ddpm = data["ddpm:tiny:16:4"]
+        assert ddpm["flops_per_step"] > 0 and ddpm["mfu"] > 0
+        assert data["gan:tiny:16:4"]["loader_headroom"] > 0
     if suite == "checkpoint":  # a real training process saved the very step it was signalled at
         signalled = data["preemption"]["ddpm:tiny"]
         assert signalled["steps_lost_max"] == 0 and signalled["steps_after_signal_max"] <= 1
@@ -80,3 +95,22 @@ def test_the_peer_network_has_our_parameter_count_within_ten_percent():
         ours = sum(p.numel() for p in build_unet(preset, 3, resolution).parameters())
         peer, _ = matched_peer(preset, resolution, ours)
         assert abs(sum(p.numel() for p in peer.parameters()) / ours - 1) <= 0.1
+
+
+def test_sampling_suite_reports_the_fid_of_each_sampler_on_a_trained_model(tmp_path):
+    from tests.conftest import run_train
+
+    done = run_train(["experiment=smoke", f"hydra.run.dir={tmp_path / 'ddpm'}"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ckpt = tmp_path / "ddpm" / "checkpoints" / "step_00000020"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "launch" / "bench.py"), "suite=sampling",
+         "sampling.full_steps=20", "sampling.ddim_steps=5", "sampling.repeats=1",
+         f"sampling.fid_ckpt={ckpt}", "sampling.fid_samples=16", "sampling.fid_extractor=tiny-test",
+         f"workdir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    fid = json.loads((tmp_path / "run" / "bench" / "sampling.json").read_text())["fid"]
+    assert fid["samples"] == 16 and fid["ckpt"] == str(ckpt)
+    assert fid["ddpm"] > 0 and fid["ddim5"] > 0 and fid["ddpm"] != fid["ddim5"]

@@ -253,7 +253,16 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
 
     suites = {
         name: f"hpcgen.benchmarks.{name}"
-        for name in ("data", "sampling", "engine", "zero", "peer", "checkpoint", "evaluation")
+        for name in (
+            "data",
+            "sampling",
+            "engine",
+            "zero",
+            "peer",
+            "checkpoint",
+            "evaluation",
+            "gpu",
+        )
     }
     if cfg.suite not in suites:
         print(

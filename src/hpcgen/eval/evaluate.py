@@ -129,7 +129,7 @@ def read_manifest_entry(manifest: Path, task: int) -> dict:
     return entries[task]
 
 
-def _data(run_dir: Path, cfg: TrainConfig) -> tuple[Path, dict]:
+def run_shards(run_dir: Path, cfg: TrainConfig) -> tuple[Path, dict]:
     """The run's shards: where run.json says they were, else where its config puts them."""
     record = read_run(run_dir) or {}
     if record.get("data_root") and Path(record["data_root"]).is_dir():
@@ -275,7 +275,7 @@ def evaluate_checkpoint(entry: dict, ecfg: EvalConfig, force: bool = False) -> d
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg, net = load_network(ckpt, device)
     extractor = build_extractor(ecfg.extractor, weights_dir(ecfg.weights_dir), device)
-    root, manifest = _data(run_dir, cfg)
+    root, manifest = run_shards(run_dir, cfg)
     ref, ref_cached = reference_statistics(root, manifest, extractor, ecfg.ref_samples, ecfg.batch)
     is_ddpm = isinstance(cfg.model, DDPMConfig)
     sampler = (ecfg.sampler or "ddim50") if is_ddpm else None
