@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU check for a lent device machine (never run by CI): the CUDA + NCCL path of the real
-# entry point, fp32 / bf16 / fp16 under DeepSpeed ZeRO-2, and images/s of each.
+# entry point, fp32 / bf16 / fp16 under DeepSpeed ZeRO-2, images/s of each, then the bench gpu suite.
 # Usage (repo root): tests/gpu/check.sh   — wheels in .whl/ are installed to /tmp/site first.
 set -uo pipefail
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
@@ -26,4 +26,9 @@ for run in ddpm:fp32 ddpm:bf16 ddpm:fp16 gan:fp32 gan:bf16; do
 done
 cp "$HPCGEN_OUTPUT_DIR"/ddpm-bf16/samples/step_00000300.png "$out/ddpm-bf16.png" 2>/dev/null
 cp "$HPCGEN_OUTPUT_DIR"/gan-bf16/samples/step_00000300.png "$out/gan-bf16.png" 2>/dev/null
+start=$(date +%s)
+python3 launch/bench.py suite=gpu workdir=/tmp/hpcgen-bench hydra.run.dir="$out/bench-gpu" \
+  >"$out/bench-gpu.log" 2>&1
+echo "== bench suite=gpu rc=$? wall=$(( $(date +%s) - start ))s (JSON: bench-gpu/bench/gpu.json)"
+grep -E "images_per_s|mfu|headroom|flops_per_s|Error" "$out/bench-gpu.log" | tail -n 30
 rm -rf "$HPCGEN_OUTPUT_DIR"
