@@ -5,14 +5,13 @@ take the same global batches (tests/engine/multirank_worker.py explains the spli
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from hpcgen.engine.distributed import free_port
+from hpcgen.engine.distributed import free_port, loopback_rank_env
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -22,8 +21,7 @@ STEPS = 3
 def launch(world: int, model: str, stage: int, global_batch: int, out) -> dict:
     port, procs = free_port(), []
     for rank in range(world):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}  # fmt: skip
+        env = loopback_rank_env(rank, world, port)
         args = [model, str(stage), str(global_batch), str(STEPS), str(out)]
         cmd = [sys.executable, "-m", "tests.engine.multirank_worker", *args]
         procs.append(subprocess.Popen(cmd, env=env, cwd=REPO, stderr=subprocess.PIPE, text=True))

@@ -6,14 +6,13 @@ Ranks are separate processes of launch/train.py on the loopback, as torchrun sta
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from hpcgen.engine.distributed import free_port
+from hpcgen.engine.distributed import free_port, loopback_rank_env
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -22,8 +21,7 @@ pytestmark = pytest.mark.slow
 def train(world: int, run_dir, *args: str) -> list[subprocess.CompletedProcess]:
     port, procs = free_port(), []
     for rank in range(world):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}  # fmt: skip
+        env = loopback_rank_env(rank, world, port)
         cmd = [sys.executable, str(REPO / "launch" / "train.py"), "model=ddpm", "experiment=smoke",
                "trainer.global_batch=8", "trainer.log_every_steps=1", f"hydra.run.dir={run_dir}",
                *args]  # fmt: skip

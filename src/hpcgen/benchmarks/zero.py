@@ -5,14 +5,13 @@ runs in fresh processes (a process group is made once per process), ranks on the
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
-from hpcgen.engine.distributed import free_port
+from hpcgen.engine.distributed import free_port, loopback_rank_env
 
 WORKER = "hpcgen.benchmarks.zero"
 
@@ -54,8 +53,7 @@ def _measure(preset: str, resolution: int, stage: int) -> dict:
 def _launch(world: int, preset: str, resolution: int, stage: int, out: Path) -> list[dict]:
     port, procs = free_port(), []
     for rank in range(world):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}  # fmt: skip
+        env = loopback_rank_env(rank, world, port)
         cmd = [
             sys.executable,
             "-m",

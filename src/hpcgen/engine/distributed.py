@@ -44,6 +44,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def loopback_rank_env(rank: int, world_size: int, port: int) -> dict[str, str]:
+    """The environment of one rank of a multi-process job on this machine, as torchrun sets it."""
+    layout = {"RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": world_size,
+              "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}  # fmt: skip
+    return {**os.environ, **{k: str(v) for k, v in layout.items()}}
+
+
 def detect_layout() -> RankLayout:
     """Ranks from submitit's JobEnvironment, torchrun's variables, srun's, or a single process."""
     if dist.is_initialized():  # an earlier job in this process (local launcher, tests)
