@@ -17,6 +17,7 @@ import io
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -216,6 +217,8 @@ def ensure_shards(cfg: DataConfig) -> tuple[Path, dict]:
     """(root, manifest) for training; synthetic, folder and zip sources are prepared on first
     use (one writer under a lock, the others wait), LSUN must have been prepared."""
     root = data_root(cfg)
+    if cfg.name == "synthetic" and (root / MANIFEST).is_file():
+        _set_aside_if_stale(root)
     if cfg.name == "lsun_bedroom" or (root / MANIFEST).is_file():
         manifest = read_manifest(root)
     else:
@@ -226,6 +229,21 @@ def ensure_shards(cfg: DataConfig) -> tuple[Path, dict]:
         manifest = read_manifest(root)
     check_matches(cfg, root, manifest)
     return root, manifest
+
+
+def _set_aside_if_stale(root: Path) -> None:
+    """Synthetic shards written by an hpcgen older than the manifest's `source` field are
+    regenerable: move them aside (nothing deleted) so they are written again."""
+    with _locked(root.parent / f".{root.name}.stale.lock"):
+        try:
+            stale = "source" not in json.loads((root / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return  # gone (another process moved it) or corrupt: read_manifest says which
+        if stale:
+            aside = root.with_name(f"{root.name}.old-{int(time.time())}")
+            os.replace(root, aside)
+            print(f"[hpcgen] {root} was written by an older hpcgen: moved to {aside}; "
+                  "writing the synthetic shards again", file=sys.stderr)  # fmt: skip
 
 
 def check_matches(cfg: DataConfig, root: Path, manifest: dict) -> None:
