@@ -58,8 +58,8 @@ def test_synthetic_shards_have_a_manifest_written_last(tmp_path):
 def test_synthetic_shards_of_an_older_hpcgen_are_set_aside_and_written_again(tmp_path):
     cfg = DataConfig(root=str(tmp_path / "toy"), resolution=8, num_samples=20, samples_per_shard=10)
     root, manifest = ensure_shards(cfg)
-    old = {k: v for k, v in manifest.items() if k not in ("source", "source_count")}
-    (root / "manifest.json").write_text(json.dumps(old))  # as written before those fields
+    old = {k: v for k, v in manifest.items() if k != "source_count"}
+    (root / "manifest.json").write_text(json.dumps(old))  # as written before that field
     root, again = ensure_shards(cfg)
     assert again == read_manifest(root) and again["source"] == "synthetic"
     (aside,) = tmp_path.glob("toy.old-*")  # moved, not deleted

@@ -217,8 +217,8 @@ def ensure_shards(cfg: DataConfig) -> tuple[Path, dict]:
     """(root, manifest) for training; synthetic, folder and zip sources are prepared on first
     use (one writer under a lock, the others wait), LSUN must have been prepared."""
     root = data_root(cfg)
-    if cfg.name == "synthetic" and (root / MANIFEST).is_file():
-        _set_aside_if_stale(root)
+    if cfg.name == "synthetic":
+        set_aside_if_stale(root)
     if cfg.name == "lsun_bedroom" or (root / MANIFEST).is_file():
         manifest = read_manifest(root)
     else:
@@ -231,12 +231,14 @@ def ensure_shards(cfg: DataConfig) -> tuple[Path, dict]:
     return root, manifest
 
 
-def _set_aside_if_stale(root: Path) -> None:
-    """Synthetic shards written by an hpcgen older than the manifest's `source` field are
-    regenerable: move them aside (nothing deleted) so they are written again."""
+def set_aside_if_stale(root: Path) -> None:
+    """Synthetic shards written by an hpcgen older than the manifest's `source_count` field
+    are regenerable: move them aside (nothing deleted) so they are written again."""
+    if not (root / MANIFEST).is_file():
+        return
     with _locked(root.parent / f".{root.name}.stale.lock"):
         try:
-            stale = "source" not in json.loads((root / MANIFEST).read_text())
+            stale = "source_count" not in json.loads((root / MANIFEST).read_text())
         except (OSError, ValueError):
             return  # gone (another process moved it) or corrupt: read_manifest says which
         if stale:

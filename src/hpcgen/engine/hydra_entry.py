@@ -20,7 +20,13 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from hpcgen import slurm
 from hpcgen.config import ConfigError, DataConfig, TrainConfig, build_section
 from hpcgen.console import print_summary
-from hpcgen.data.shards import MANIFEST, check_matches, data_root, read_manifest
+from hpcgen.data.shards import (
+    MANIFEST,
+    check_matches,
+    data_root,
+    read_manifest,
+    set_aside_if_stale,
+)
 from hpcgen.data.sources import open_source
 from hpcgen.engine.run_record import read_run
 from hpcgen.status import run_dirs
@@ -95,6 +101,8 @@ def check_train_job(cfg: DictConfig) -> None:
             "launch/prepare.py data=lsun_bedroom data.source=<bedroom_train_lmdb> "
             f"data.root={root}"
         )
+    if data.name == "synthetic":
+        set_aside_if_stale(root)  # an older hpcgen's generated shards are written again
     if (root / MANIFEST).is_file():
         # every shard present with its recorded size, written for this resolution
         check_matches(data, root, read_manifest(root))
