@@ -76,12 +76,9 @@ def load_network(ckpt: Path, device: torch.device) -> tuple[TrainConfig, torch.n
 
 
 def _verify_any_world_size(ckpt: Path) -> dict:
-    import json
-
     try:
-        world_size = json.loads((ckpt / "COMMITTED").read_text())["world_size"]
-        return verify(ckpt, world_size)
-    except (OSError, ValueError, KeyError, CheckpointError) as err:
+        return verify(ckpt)
+    except CheckpointError as err:
         raise ConfigError(
             f"ckpt={ckpt} is not a committed hpcgen checkpoint ({err}): give a "
             "checkpoints/step_<8-digit step> directory of a run"
