@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from hpcgen import slurm
-from hpcgen.engine.run_record import read_run
+from hpcgen.engine.run_record import last_metrics, read_run
 
 
 def run_dirs(path: Path) -> list[Path]:
@@ -24,14 +24,6 @@ def run_dirs(path: Path) -> list[Path]:
         return [path]
     jobs = [p for p in path.iterdir() if p.is_dir() and p.name.isdigit()]
     return sorted(jobs, key=lambda p: int(p.name))
-
-
-def _last_metrics(run_dir: Path) -> dict[str, Any]:
-    try:
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-        return json.loads(lines[-1]) if lines else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def _best_fid(run_dir: Path) -> tuple[float, int] | None:
@@ -66,7 +58,7 @@ def log_tail(row: dict[str, Any], lines: int = 20) -> list[str]:
 def job_row(run_dir: Path) -> dict[str, Any]:
     """Everything known about one job, as plain JSON-able values."""
     run = read_run(run_dir) or {}
-    metrics = _last_metrics(run_dir)
+    metrics = last_metrics(run_dir)
     job_id = run.get("slurm_job_id")
     slurm_state = slurm.job_state(job_id) if job_id else None
     latest = run_dir / "checkpoints" / "latest"

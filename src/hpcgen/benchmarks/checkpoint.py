@@ -6,7 +6,6 @@ committed checkpoint, and the steps lost (trained but not in that checkpoint; ta
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import signal
 import statistics
@@ -15,11 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-from hpcgen.benchmarks.common import measure
+from hpcgen.benchmarks.common import measure, summary
 from hpcgen.config import DeepSpeedConfig
 from hpcgen.engine.checkpoint import CheckpointManager
 from hpcgen.engine.deepspeed_engine import make_engine
 from hpcgen.engine.distributed import detect_layout, init_distributed
+from hpcgen.engine.run_record import last_metrics, read_run
 from hpcgen.models.stylegan import build_gan
 from hpcgen.models.unet import build_unet
 
@@ -34,14 +34,6 @@ def _networks(spec: str) -> dict:
     return {"generator": generator, "discriminator": discriminator}
 
 
-def _last_step(run_dir: Path) -> int:
-    try:
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-        return json.loads(lines[-1])["step"] if lines else 0
-    except (OSError, ValueError, KeyError):
-        return 0  # not started, or a line being written
-
-
 def signal_to_exit(workdir: Path, spec: str, attempt: int, after_steps: int = 5) -> dict:
     """Train in a subprocess, send SIGUSR2 once it logged `after_steps`, time its exit."""
     model, preset = spec.split(":")
@@ -51,22 +43,26 @@ def signal_to_exit(workdir: Path, spec: str, attempt: int, after_steps: int = 5)
             "trainer.max_steps=100000", "trainer.batch_per_gpu=8", "trainer.log_every_steps=1",
             "trainer.ckpt_every_steps=100000", "trainer.sample_every_steps=100000",
             "data.num_workers=0", f"hydra.run.dir={run_dir}"]  # fmt: skip
+
+    def logged_step() -> int:
+        return last_metrics(run_dir).get("step", 0)
+
     env = {**os.environ, "HPCGEN_DATA_DIR": str(workdir / "signal-data")}  # shards made once
     proc = subprocess.Popen([sys.executable, str(train), *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
     deadline = time.monotonic() + 900
-    while _last_step(run_dir) < after_steps:
+    while logged_step() < after_steps:
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             raise RuntimeError(f"{spec}: training did not reach step {after_steps}: "
                                f"{(proc.communicate()[1] or '')[-2000:]}")  # fmt: skip
         time.sleep(0.02)
-    signalled_at = _last_step(run_dir)
+    signalled_at = logged_step()
     start = time.perf_counter()
     proc.send_signal(signal.SIGUSR2)
     _, err = proc.communicate(timeout=600)
     seconds = time.perf_counter() - start
-    record = json.loads((run_dir / "run.json").read_text())
+    record = read_run(run_dir)
     saved = int((run_dir / "checkpoints" / "latest").read_text().split("_")[1])
     if proc.returncode != 0 or record["status"] != "preempted":
         raise RuntimeError(
@@ -76,7 +72,7 @@ def signal_to_exit(workdir: Path, spec: str, attempt: int, after_steps: int = 5)
         "seconds": seconds,
         "save_seconds": record["last_save_s"],
         "steps_after_signal": saved - signalled_at,
-        "steps_lost": _last_step(run_dir) - saved,  # trained (logged) but not checkpointed
+        "steps_lost": logged_step() - saved,  # trained (logged) but not checkpointed
     }
 
 
@@ -84,14 +80,8 @@ def signal_suite(workdir: Path, presets: list[str], repeats: int) -> dict:
     result = {}
     for spec in presets:
         runs = [signal_to_exit(workdir, spec, i) for i in range(repeats)]
-        seconds = [r["seconds"] for r in runs]
         result[spec] = {
-            "signal_to_exit": {
-                "seconds": seconds,
-                "median": statistics.median(seconds),
-                "min": min(seconds),
-                "max": max(seconds),
-            },  # fmt: skip
+            "signal_to_exit": summary([r["seconds"] for r in runs], "seconds"),
             "save_seconds_median": statistics.median(r["save_seconds"] for r in runs),
             "steps_after_signal_max": max(r["steps_after_signal"] for r in runs),
             "steps_lost_max": max(r["steps_lost"] for r in runs),

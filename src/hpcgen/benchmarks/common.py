@@ -24,8 +24,13 @@ def measure(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> dict
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         values.append(time.perf_counter() - start)
+    return summary(values, "seconds")
+
+
+def summary(values: list[float], unit: str) -> dict:
+    """Every repeat under `unit`, and their median, min and max: the shape of every suite's row."""
     return {
-        "seconds": values,
+        unit: values,
         "median": statistics.median(values),
         "min": min(values),
         "max": max(values),

@@ -10,7 +10,6 @@ which converts them on the device (`to_unit_range`); a second stream row convert
 
 from __future__ import annotations
 
-import statistics
 import tarfile
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 from torchvision.io import ImageReadMode, decode_image
 
+from hpcgen.benchmarks.common import summary
 from hpcgen.config import DataConfig
 from hpcgen.data.shards import ensure_shards, shard_paths
 from hpcgen.data.stream import ShardStream, to_unit_range
@@ -38,8 +38,7 @@ def _images_per_s(
         for _ in range(n_batches):
             next(batches)
         rates.append(n_batches * batch_size / (time.perf_counter() - start))
-    return {"images_per_s": rates, "median": statistics.median(rates), "min": min(rates),
-            "max": max(rates)}  # fmt: skip
+    return summary(rates, "images_per_s")
 
 
 def _endless(loader):

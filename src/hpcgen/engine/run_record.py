@@ -41,6 +41,15 @@ def read_run(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def last_metrics(run_dir: Path) -> dict[str, Any]:
+    """The newest metrics.jsonl line, or {} (no file yet, or a line being written)."""
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        return json.loads(lines[-1]) if lines else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
 class RunRecord:
     """Keeps run.json current; a no-op on ranks other than 0."""
 
