@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from PIL import Image
 
+from hpcgen.engine.run_record import read_run
 from hpcgen.eval.evaluate import run_results
 from hpcgen.status import log_tail, run_dirs, sweep_status
 from hpcgen.svgplot import line_chart
@@ -145,7 +146,7 @@ def config_section(dirs: list[Path]) -> str:
     return "".join(parts)
 
 
-def _charts(run_dir: Path, model: str | None) -> list[str]:
+def _charts(run_dir: Path, model: str | None, results: list[dict]) -> list[str]:
     metrics = _metrics(run_dir)
     skip = (*NOT_LOSSES, *D_OUTPUTS)
     loss_keys = sorted(
@@ -161,7 +162,6 @@ def _charts(run_dir: Path, model: str | None) -> list[str]:
         charts.append(line_chart(series, "D(real), D(fake), ADA p"))
     rate = [(m["step"], m["images_per_s"]) for m in metrics if "images_per_s" in m]
     charts.append(line_chart({"images/s": rate}, "throughput"))
-    results = run_results(run_dir)
     if results:
         fid = {"FID": [(r["step"], r["fid"]) for r in results]}
         kid = {"KID x 1e3": [(r["step"], 1e3 * r["kid_mean"]) for r in results]}
@@ -193,7 +193,7 @@ def _images(run_dir: Path) -> list[str]:
     return figures
 
 
-def _history(run_dir: Path, run: dict[str, Any]) -> str:
+def _history(run_dir: Path, run: dict[str, Any], results: list[dict]) -> str:
     events = run.get("events") or []
     rows = [
         [
@@ -213,7 +213,7 @@ def _history(run_dir: Path, run: dict[str, Any]) -> str:
         )
     ckpt_dir = run_dir / "checkpoints"
     latest = (ckpt_dir / "latest").read_text().strip() if (ckpt_dir / "latest").is_file() else None
-    evaluated = {r["step"]: r["fid"] for r in run_results(run_dir)}
+    evaluated = {r["step"]: r["fid"] for r in results}
     crows = []
     for manifest in sorted(ckpt_dir.glob("step_*/COMMITTED")):
         try:
@@ -242,7 +242,8 @@ def _history(run_dir: Path, run: dict[str, Any]) -> str:
 
 def job_section(row: dict[str, Any]) -> str:
     run_dir = Path(row["run_dir"])
-    run = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    run = read_run(run_dir) or {}
+    results = run_results(run_dir)  # eval/step_*.json, for the FID charts and the checkpoints
     title = f"Job {row['job']}: {' '.join(row['overrides']) or 'defaults'} ({row['model'] or '?'})"
     parts = [f'<section id="job-{escape(row["job"])}"><h2>{escape(title)}</h2>']
     parts.append(f"<p>{escape(str(run_dir))} · state {escape(row['state'])}</p>")
@@ -251,12 +252,12 @@ def job_section(row: dict[str, Any]) -> str:
         tail = log_tail(row)
         if tail:
             parts.append(f"<pre>{escape(chr(10).join(tail))}</pre>")
-    parts.append('<div class="row">' + "".join(_charts(run_dir, row["model"])) + "</div>")
+    parts.append('<div class="row">' + "".join(_charts(run_dir, row["model"], results)) + "</div>")
     images = _images(run_dir)
     parts.append(
         '<div class="row">' + "".join(images) + "</div>" if images else "<p>No images yet.</p>"
     )
-    parts.append(_history(run_dir, run) + "</section>")
+    parts.append(_history(run_dir, run, results) + "</section>")
     return "".join(parts)
 
 
@@ -293,8 +294,8 @@ def summary_table(status: dict[str, Any]) -> str:
 
 def build_report(path: Path) -> str:
     """The whole page as one string."""
-    dirs = run_dirs(path)
     status = sweep_status(path)
+    dirs = [Path(r["run_dir"]) for r in status["jobs"]]
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>hpcgen report: {escape(path.name)}</title><style>{STYLE}</style>",
