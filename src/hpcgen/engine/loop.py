@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchvision.utils import save_image
+from torchvision.utils import make_grid, save_image
 
 from hpcgen.config import ConfigError, TrainConfig
 from hpcgen.console import StepProgress
@@ -43,12 +43,13 @@ def save_samples(
     """A grid of samples from fixed seeds; every rank samples (ZeRO-3), rank 0 writes the PNG."""
     images = task.sample(cfg.model.num_samples, cfg.data.resolution, seed=cfg.seed)
     path = run_dir / "samples" / f"step_{step:08d}.png"
-    tb.images("samples", images, step)
     if is_main:
-        path.parent.mkdir(parents=True, exist_ok=True)
         nrow = int(np.ceil(np.sqrt(images.shape[0])))
+        grid = make_grid((images + 1) / 2, nrow=nrow, padding=1)  # (3, H', W') in [0, 1]
+        tb.image("samples", grid, step)
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")  # a kill mid-write leaves no half PNG
-        save_image((images + 1) / 2, tmp, nrow=nrow, padding=1, format="png")
+        save_image(grid, tmp, format="png")
         os.replace(tmp, path)
     return path
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.utils import make_grid
 
 SKIP = ("step", "time")
 GROUPS = (("loss", "loss"), ("lr_", "lr"), ("grad_norm_", "grad_norm"), ("loss_scale", "scale"))
@@ -46,13 +45,11 @@ class TensorBoard:
                 self.writer.add_scalar(tag(key), value, step)
         self.writer.flush()
 
-    def images(self, name: str, images: torch.Tensor, step: int) -> None:
-        """Images in [-1, 1], (N, C, H, W), as one grid."""
+    def image(self, name: str, grid: torch.Tensor, step: int) -> None:
+        """One image (3, H, W) in [0, 1], e.g. the sample grid the run writes as a PNG."""
         if self.writer is None:
             return
-        nrow = int(images.shape[0] ** 0.5 + 0.999)
-        grid = make_grid(((images.float() + 1) / 2).clamp(0, 1), nrow=nrow, padding=1)
-        self.writer.add_image(name, grid, step)
+        self.writer.add_image(name, grid.float().clamp(0, 1), step)
         self.writer.flush()
 
     def close(self) -> None:
