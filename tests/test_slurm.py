@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from hpcgen import slurm
-from tests.conftest import REPO, run_train
+from tests.conftest import REPO, compose_train, run_train
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -81,6 +81,29 @@ def test_two_ranks_on_one_node_train_under_zero2(slurm_cluster, tmp_path):
     }
     manifest = json.loads((ckpt / "COMMITTED").read_text())
     assert manifest["world_size"] == 2
+
+
+def test_a_rank_that_dies_ends_its_siblings_instead_of_leaving_them_waiting(
+    slurm_cluster, tmp_path
+):
+    """The launcher's `setup` lines are what makes srun end a job when one of its ranks fails
+    (the others would otherwise sit in a collective until its 30-minute timeout, holding the
+    node). Rank 1 exits at once, rank 0 would sleep 10 minutes: the job must end within 2."""
+    setup = list(compose_train(["hydra/launcher=slurm"]).hydra.launcher.setup)
+    script = tmp_path / "job.sh"
+    script.write_text(
+        "#!/bin/bash\n#SBATCH --ntasks=2\n#SBATCH --cpus-per-task=1\n"
+        f"#SBATCH --output={tmp_path}/job.out\n" + "\n".join(setup) + "\n"
+        "srun bash -c 'if [ \"$SLURM_PROCID\" = 1 ]; then exit 3; fi; sleep 600'\n"
+    )
+    try:
+        done = subprocess.run(
+            ["sbatch", "--wait", str(script)], capture_output=True, text=True, timeout=120
+        )
+    except subprocess.TimeoutExpired:
+        subprocess.run(["scancel", "--name", "job.sh"], capture_output=True, timeout=30)
+        pytest.fail("rank 0 kept running after rank 1 failed: srun did not end the job")
+    assert done.returncode != 0, "sbatch --wait reports the job's failure"
 
 
 def test_prepare_runs_as_an_array_and_matches_a_local_prepare(slurm_cluster, tmp_path):
@@ -157,6 +180,73 @@ def _running(job_id: str) -> bool:
     return slurm.job_state(job_id) == "RUNNING"
 
 
+class _SweepWatch:
+    """Waits on a SLURM sweep's progress. Fails early, with the evidence, when the launcher
+    has died or nothing moved (no new step, no state change) for `stall_s` seconds; cancels
+    the sweep's jobs at the end so a failure cannot hold the node for the tests after it."""
+
+    def __init__(self, sweep, launcher, log, stall_s: float = 300.0):
+        self.sweep, self.launcher, self.log, self.stall_s = sweep, launcher, log, stall_s
+
+    def _progress(self):
+        runs = sorted(p for p in self.sweep.iterdir() if p.is_dir() and p.name.isdigit())
+        return tuple((_last_step(r), (r / "run.json").exists() and _status(r)) for r in runs)
+
+    def until(self, condition, what: str, launcher_may_end: bool = False) -> None:
+        import time
+
+        seen, moved = None, time.monotonic()
+        while True:
+            try:
+                if condition():
+                    return
+            except (FileNotFoundError, json.JSONDecodeError, KeyError):
+                pass
+            if self.launcher.poll() is not None and not launcher_may_end:
+                pytest.fail(f"the launcher exited ({self.launcher.returncode}) while waiting "
+                            f"for {what}\n{self.evidence()}")  # fmt: skip
+            progress = self._progress() if self.sweep.is_dir() else None
+            if progress != seen:
+                seen, moved = progress, time.monotonic()
+            elif time.monotonic() - moved > self.stall_s:
+                pytest.fail(f"nothing moved for {self.stall_s:.0f} s while waiting for {what}; "
+                            f"runs (last step, status): {seen}\n{self.evidence()}")  # fmt: skip
+            time.sleep(0.05)
+
+    def job_ids(self) -> list[str]:
+        folder = self.sweep / ".submitit"
+        return sorted({p.name.split("_")[0] for p in folder.iterdir()}) if folder.is_dir() else []
+
+    def evidence(self) -> str:
+        """squeue, each job's scontrol record, and the tails of the launcher's and jobs' logs."""
+        parts = []
+        for command in (
+            ["squeue", "-a"],
+            *(["scontrol", "show", "job", j] for j in self.job_ids()),
+        ):
+            out = subprocess.run(command, capture_output=True, text=True, timeout=30)
+            parts.append(f"$ {' '.join(command)}\n{out.stdout}{out.stderr}")
+        logs = [self.log, *sorted((self.sweep / ".submitit").glob("*/*_log.*"))]
+        for path in logs:
+            if path.is_file():
+                parts.append(f"--- {path.name}\n" + "\n".join(path.read_text().splitlines()[-15:]))
+        return "\n".join(parts)[-12000:]
+
+    def cancel(self) -> None:
+        if self.launcher.poll() is None:
+            self.launcher.kill()
+            self.launcher.wait()
+        for job in self.job_ids():
+            subprocess.run(["scancel", job], capture_output=True, timeout=30)
+
+
+def _status(run_dir) -> str | None:
+    try:
+        return json.loads((run_dir / "run.json").read_text())["status"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return None
+
+
 @pytest.mark.parametrize(
     "model,ranks,usr2,requeue",
     [("ddpm", 1, 3, 1), ("gan", 2, 2, 0)],
@@ -170,53 +260,53 @@ def test_preempted_job_requeues_resumes_and_matches_the_uninterrupted_one(
     the final weights and optimizer states of every rank must be bitwise equal."""
     import random
     import sys
-    import time
 
     import torch
 
     sweep, steps = tmp_path / "sweep", 200
-    launcher = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "launch" / "train.py"),
-            "-m",
-            f"model={model}",
-            "hydra/launcher=slurm",
-            f"hydra.launcher.tasks_per_node={ranks}",
-            "experiment=smoke",
-            f"trainer.max_steps={steps}",
-            "trainer.log_every_steps=1",
-            "trainer.ckpt_every_steps=50",
-            "trainer.keep_last_ckpts=3,4",  # train identically
-            f"hydra.sweep.dir={sweep}",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    log = tmp_path / "launcher.log"
+    with open(log, "w") as out:  # a file, not a pipe: a full pipe would stall the launcher
+        launcher = subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "launch" / "train.py"),
+                "-m",
+                f"model={model}",
+                "hydra/launcher=slurm",
+                f"hydra.launcher.tasks_per_node={ranks}",
+                "experiment=smoke",
+                f"trainer.max_steps={steps}",
+                "trainer.log_every_steps=1",
+                "trainer.ckpt_every_steps=50",
+                "trainer.keep_last_ckpts=3,4",  # train identically
+                f"hydra.sweep.dir={sweep}",
+            ],
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     run = sweep / "1"
     targets = sorted(random.Random(7).sample(range(15, steps - 15), usr2 + requeue))
-    deadline = time.monotonic() + 600
+    watch = _SweepWatch(sweep, launcher, log)
     try:
         for i, target in enumerate(targets):
-            while _last_step(run) < target and time.monotonic() < deadline:
-                time.sleep(0.05)
+            watch.until(lambda t=target: _last_step(run) >= t, f"job 1 to reach step {target}")
             job = json.loads((run / "run.json").read_text())["slurm_job_id"]
             assert _running(job), f"job {job} ended before preemption {i} at step {target}"
             command = (
                 ["scancel", "--signal=USR2", job] if i < usr2 else ["scontrol", "requeue", job]
             )
             subprocess.run(command, check=True)
-            while (
-                json.loads((run / "run.json").read_text())["status"] != "preempted"
-                and time.monotonic() < deadline
-            ):
-                time.sleep(0.05)
-        output, _ = launcher.communicate(timeout=max(deadline - time.monotonic(), 1))
+            watch.until(
+                lambda: json.loads((run / "run.json").read_text())["status"] == "preempted",
+                f"job 1 to save and stop after preemption {i}",
+            )
+        watch.until(
+            lambda: launcher.poll() is not None, "the launcher to end", launcher_may_end=True
+        )
     finally:
-        if launcher.poll() is None:
-            launcher.kill()
+        watch.cancel()
+    output = log.read_text()
     assert launcher.returncode == 0, output[-4000:]
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "completed" and record["preemptions"] == usr2 + requeue

@@ -28,8 +28,12 @@ class RankLayout:
 
 
 def _stable_port(job_id: str) -> int:
-    """A port derived from the job id: the same after a requeue, different per array task."""
-    return 20000 + zlib.crc32(job_id.encode()) % 20000
+    """A port derived from the job id: the same after a requeue, different per array task.
+
+    Below Linux's ephemeral range (32768-60999), where the kernel hands out ports to outgoing
+    connections: a port there can be taken by any client on the node when the rendezvous starts.
+    """
+    return 20000 + zlib.crc32(job_id.encode()) % 12000
 
 
 def _master_addr(hostnames: list[str]) -> str:
