@@ -249,3 +249,13 @@ def test_a_job_that_fails_on_the_node_names_its_number_and_overrides(tmp_path):
         "hpcgen: error: job 0 (model=gan experiment=smoke deepspeed.precision=fp16): "
         "deepspeed.precision=fp16 needs a GPU" in result.stderr
     )
+
+
+def test_the_readme_setup_override_composes_and_keeps_the_kill_on_bad_exit_line():
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    override = re.search(r"`'(hydra\.launcher\.setup=\[.*?\])'`", readme, re.S).group(1)
+    setup = list(compose_train(["hydra/launcher=slurm", override]).hydra.launcher.setup)
+    assert setup == ["export SLURM_KILL_BAD_EXIT=1", "module load cuda/12.4"]
+    assert list(compose_train(["hydra/launcher=slurm"]).hydra.launcher.setup) == setup[:1]
