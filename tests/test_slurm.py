@@ -106,6 +106,35 @@ def test_a_rank_that_dies_ends_its_siblings_instead_of_leaving_them_waiting(
     assert done.returncode != 0, "sbatch --wait reports the job's failure"
 
 
+def test_a_taken_rendezvous_port_fails_the_job_at_once_with_its_name(slurm_cluster, tmp_path):
+    """Two ranks under plain srun; the port their job id maps to is held by this process. Rank 0
+    names the port and the fix, and the job ends (rank 1 would otherwise wait on it for ever)."""
+    import socket
+
+    from hpcgen.engine.distributed import _stable_port
+
+    setup = "\n".join(compose_train(["hydra/launcher=slurm"]).hydra.launcher.setup)
+    script = tmp_path / "job.sh"
+    script.write_text(
+        f"#!/bin/bash\n#SBATCH --ntasks=2\n#SBATCH --output={tmp_path}/job.out\n{setup}\n"
+        f"srun {sys.executable} {REPO}/launch/train.py model=ddpm experiment=smoke "
+        f"hydra.run.dir={tmp_path}/run\n"
+    )
+    submit = ["sbatch", "--hold", "--parsable", str(script)]
+    job = subprocess.run(submit, capture_output=True, text=True, check=True).stdout.strip()
+    with socket.socket() as holder:
+        holder.bind(("", _stable_port(job)))
+        holder.listen()
+        subprocess.run(["scontrol", "release", job], check=True)
+        slurm.wait_until_finished([job], timeout_s=240)
+        if slurm.job_state(job) in slurm.ACTIVE_STATES:
+            subprocess.run(["scancel", job], capture_output=True)
+            pytest.fail("the job kept running with its rendezvous port taken")
+    log = (tmp_path / "job.out").read_text()
+    assert slurm.job_state(job) == "FAILED", log[-3000:]
+    assert f"rendezvous port {_stable_port(job)}" in log and "Resubmit the job" in log, log[-3000:]
+
+
 def test_prepare_runs_as_an_array_and_matches_a_local_prepare(slurm_cluster, tmp_path):
     import sys
 

@@ -24,3 +24,33 @@ def test_single_node_jobs_rendezvous_on_loopback():
 def test_mean_over_one_rank_is_the_value():
     assert mean_over_ranks({"loss": 0.5}) == {"loss": 0.5}
     assert torch.distributed.is_available()
+
+
+def test_a_taken_rendezvous_port_is_named_before_the_other_ranks_hang_on_it():
+    import socket
+
+    import pytest
+
+    from hpcgen.engine.distributed import RankLayout, check_port_free
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        layout = RankLayout(0, 0, 2, "127.0.0.1", port, "submitit")
+        with pytest.raises(RuntimeError, match=f"rendezvous port {port} .* already in use"):
+            check_port_free(layout)
+        check_port_free(RankLayout(1, 1, 2, "127.0.0.1", port, "submitit"))  # not rank 0's job
+        check_port_free(RankLayout(0, 0, 2, "127.0.0.1", port, "torchrun"))  # the agent's port
+    check_port_free(layout)  # free again
+
+
+def test_a_one_task_job_takes_any_free_port():
+    import socket
+
+    from hpcgen.engine.distributed import _rendezvous_port, _stable_port
+
+    assert _rendezvous_port("77_3", 2) == _stable_port("77_3")
+    port = _rendezvous_port("77_3", 1)  # free now: nothing can hold it against a lone rank
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))

@@ -36,6 +36,30 @@ def _stable_port(job_id: str) -> int:
     return 20000 + zlib.crc32(job_id.encode()) % 12000
 
 
+def _rendezvous_port(job_id: str, num_tasks: int) -> int:
+    """Ranks of one job agree on a port without talking; a job of one task needs no agreement."""
+    return _stable_port(job_id) if num_tasks > 1 else free_port()
+
+
+def check_port_free(layout: RankLayout) -> None:
+    """Rank 0 hosts the rendezvous. If its port is taken, torch fails rank 0 with EADDRINUSE and
+    the other ranks connect to whatever holds the port and wait there for ever: say it plainly."""
+    if layout.rank != 0 or layout.world_size == 1 or layout.source not in ("submitit", "slurm"):
+        return  # torchrun's agent already holds its MASTER_PORT: that one is not ours to test
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as torch's store binds
+        try:
+            s.bind(("", layout.master_port))
+        except OSError as e:
+            raise RuntimeError(
+                f"the rendezvous port {layout.master_port} of this job (derived from its SLURM "
+                f"job id, the same for every rank) is already in use on {socket.gethostname()} "
+                f"({e.strerror}): another process is listening there. Resubmit the job (a new "
+                "job id gives another port) or stop the process that holds it "
+                f"(`ss -ltnp 'sport = :{layout.master_port}'` names it)"
+            ) from None
+
+
 def _master_addr(hostnames: list[str]) -> str:
     """Loopback when every task is on this node (node names need not resolve), else node 0."""
     return "127.0.0.1" if len(set(hostnames)) == 1 else hostnames[0]
@@ -75,7 +99,7 @@ def detect_layout() -> RankLayout:
             env.local_rank,
             env.num_tasks,
             _master_addr(list(env.hostnames)),
-            _stable_port(env.job_id),
+            _rendezvous_port(env.job_id, env.num_tasks),
             "submitit",
         )
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
@@ -96,7 +120,7 @@ def detect_layout() -> RankLayout:
             env.local_rank,
             env.num_tasks,
             _master_addr(list(env.hostnames)),
-            _stable_port(env.job_id),
+            _rendezvous_port(env.job_id, env.num_tasks),
             "slurm",
         )
     return RankLayout(0, 0, 1, "127.0.0.1", free_port(), "single")
@@ -125,6 +149,7 @@ def init_distributed(layout: RankLayout) -> torch.device:
         # explicit init_method/rank/world size: no MASTER_* or RANK left in os.environ for
         # child processes to mistake for a torchrun layout; DeepSpeed reads LOCAL_RANK only
         os.environ.setdefault("LOCAL_RANK", str(layout.local_rank))
+        check_port_free(layout)
         deepspeed.init_distributed(
             dist_backend="nccl" if cuda else "gloo",
             auto_mpi_discovery=False,
