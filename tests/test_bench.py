@@ -114,3 +114,13 @@ def test_sampling_suite_reports_the_fid_of_each_sampler_on_a_trained_model(tmp_p
     fid = json.loads((tmp_path / "run" / "bench" / "sampling.json").read_text())["fid"]
     assert fid["samples"] == 16 and fid["ckpt"] == str(ckpt)
     assert fid["ddpm"] > 0 and fid["ddim5"] > 0 and fid["ddpm"] != fid["ddim5"]
+
+
+def test_compared_steps_are_timed_in_turns_after_their_warm_ups():
+    from hpcgen.benchmarks.common import measure_in_turns
+
+    calls: list[str] = []
+    out = measure_in_turns({k: (lambda k=k: calls.append(k)) for k in "ab"}, repeats=3, warmup=2)
+    assert calls == list("ab" * 5), "warm-ups a b a b, then the measured calls a b a b a b"
+    assert [len(out[k]["seconds"]) for k in "ab"] == [3, 3]
+    assert all(out[k]["min"] <= out[k]["median"] <= out[k]["max"] for k in "ab")

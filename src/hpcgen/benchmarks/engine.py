@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from hpcgen.benchmarks.common import device, measure
+from hpcgen.benchmarks.common import device, measure_in_turns
 from hpcgen.config import DeepSpeedConfig
 from hpcgen.engine.deepspeed_engine import make_engine
 from hpcgen.engine.distributed import detect_layout, init_distributed
@@ -114,7 +114,7 @@ def run(
         "gan": _gan_steps(*build_gan(gan_preset, resolution), zero_stages, batch, resolution, dev),
     }
     for name, steps in cases.items():
-        timings = {key: measure(fn, repeats, warmup=2) for key, fn in steps.items()}
+        timings = measure_in_turns(steps, repeats, warmup=2)
         result[name] = timings
         for key in steps:
             if key != "plain":

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from hpcgen.benchmarks.common import device, measure
+from hpcgen.benchmarks.common import device, measure_in_turns
 from hpcgen.config import DeepSpeedConfig
 from hpcgen.diffusion.gaussian import Diffusion, training_losses
 from hpcgen.engine.deepspeed_engine import make_engine
@@ -105,11 +105,12 @@ def run(workdir: Path, preset: str, resolution: int, batch: int, repeats: int) -
         opt_theirs.step()
         opt_theirs.zero_grad(set_to_none=True)
 
-    timings = {
-        "diffusers": measure(their_step, repeats, warmup=2),
-        "hpcgen_plain": measure(our_step, repeats, warmup=2),
-        "hpcgen_deepspeed_zero2": measure(our_deepspeed_step, repeats, warmup=2),
+    steps = {
+        "diffusers": their_step,
+        "hpcgen_plain": our_step,
+        "hpcgen_deepspeed_zero2": our_deepspeed_step,
     }
+    timings = measure_in_turns(steps, repeats, warmup=2)
     images_per_s = {k: batch / v["median"] for k, v in timings.items()}
     return {
         "config": {"preset": preset, "resolution": resolution, "batch": batch},
