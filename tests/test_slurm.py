@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from hpcgen import slurm
+from hpcgen.engine.run_record import last_metrics, read_run
 from tests.conftest import REPO, compose_train, run_train
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -83,18 +84,28 @@ def test_two_ranks_on_one_node_train_under_zero2(slurm_cluster, tmp_path):
     assert manifest["world_size"] == 2
 
 
+def _two_task_script(tmp_path, srun_line: str):
+    """tmp_path/job.sh: two tasks of one CPU, output in tmp_path/job.out, and the slurm
+    launcher's own `setup` lines before the srun line, as submitit writes them."""
+    setup = compose_train(["hydra/launcher=slurm"]).hydra.launcher.setup
+    script = tmp_path / "job.sh"
+    script.write_text(
+        "#!/bin/bash\n#SBATCH --ntasks=2\n#SBATCH --cpus-per-task=1\n"
+        f"#SBATCH --output={tmp_path}/job.out\n"
+        + "".join(f"{line}\n" for line in setup)
+        + f"{srun_line}\n"
+    )
+    return script
+
+
 def test_a_rank_that_dies_ends_its_siblings_instead_of_leaving_them_waiting(
     slurm_cluster, tmp_path
 ):
     """The launcher's `setup` lines are what makes srun end a job when one of its ranks fails
     (the others would otherwise sit in a collective until its 30-minute timeout, holding the
     node). Rank 1 exits at once, rank 0 would sleep 10 minutes: the job must end within 2."""
-    setup = list(compose_train(["hydra/launcher=slurm"]).hydra.launcher.setup)
-    script = tmp_path / "job.sh"
-    script.write_text(
-        "#!/bin/bash\n#SBATCH --ntasks=2\n#SBATCH --cpus-per-task=1\n"
-        f"#SBATCH --output={tmp_path}/job.out\n" + "\n".join(setup) + "\n"
-        "srun bash -c 'if [ \"$SLURM_PROCID\" = 1 ]; then exit 3; fi; sleep 600'\n"
+    script = _two_task_script(
+        tmp_path, "srun bash -c 'if [ \"$SLURM_PROCID\" = 1 ]; then exit 3; fi; sleep 600'"
     )
     try:
         done = subprocess.run(
@@ -113,12 +124,10 @@ def test_a_taken_rendezvous_port_fails_the_job_at_once_with_its_name(slurm_clust
 
     from hpcgen.engine.distributed import _stable_port
 
-    setup = "\n".join(compose_train(["hydra/launcher=slurm"]).hydra.launcher.setup)
-    script = tmp_path / "job.sh"
-    script.write_text(
-        f"#!/bin/bash\n#SBATCH --ntasks=2\n#SBATCH --output={tmp_path}/job.out\n{setup}\n"
+    script = _two_task_script(
+        tmp_path,
         f"srun {sys.executable} {REPO}/launch/train.py model=ddpm experiment=smoke "
-        f"hydra.run.dir={tmp_path}/run\n"
+        f"hydra.run.dir={tmp_path}/run",
     )
     submit = ["sbatch", "--hold", "--parsable", str(script)]
     job = subprocess.run(submit, capture_output=True, text=True, check=True).stdout.strip()
@@ -198,11 +207,11 @@ def test_prepare_runs_as_an_array_and_matches_a_local_prepare(slurm_cluster, tmp
 
 
 def _last_step(run_dir) -> int:
-    try:
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-        return json.loads(lines[-1])["step"] if lines else 0
-    except (FileNotFoundError, json.JSONDecodeError, IndexError):
-        return 0
+    return last_metrics(run_dir).get("step", 0)
+
+
+def _status(run_dir) -> str | None:
+    return (read_run(run_dir) or {}).get("status")
 
 
 def _running(job_id: str) -> bool:
@@ -219,18 +228,15 @@ class _SweepWatch:
 
     def _progress(self):
         runs = sorted(p for p in self.sweep.iterdir() if p.is_dir() and p.name.isdigit())
-        return tuple((_last_step(r), (r / "run.json").exists() and _status(r)) for r in runs)
+        return tuple((_last_step(r), _status(r)) for r in runs)
 
     def until(self, condition, what: str, launcher_may_end: bool = False) -> None:
         import time
 
         seen, moved = None, time.monotonic()
         while True:
-            try:
-                if condition():
-                    return
-            except (FileNotFoundError, json.JSONDecodeError, KeyError):
-                pass
+            if condition():
+                return
             if self.launcher.poll() is not None and not launcher_may_end:
                 pytest.fail(f"the launcher exited ({self.launcher.returncode}) while waiting "
                             f"for {what}\n{self.evidence()}")  # fmt: skip
@@ -267,13 +273,6 @@ class _SweepWatch:
             self.launcher.wait()
         for job in self.job_ids():
             subprocess.run(["scancel", job], capture_output=True, timeout=30)
-
-
-def _status(run_dir) -> str | None:
-    try:
-        return json.loads((run_dir / "run.json").read_text())["status"]
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
-        return None
 
 
 @pytest.mark.parametrize(
@@ -327,7 +326,7 @@ def test_preempted_job_requeues_resumes_and_matches_the_uninterrupted_one(
             )
             subprocess.run(command, check=True)
             watch.until(
-                lambda: json.loads((run / "run.json").read_text())["status"] == "preempted",
+                lambda: _status(run) == "preempted",
                 f"job 1 to save and stop after preemption {i}",
             )
         watch.until(
