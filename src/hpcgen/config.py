@@ -156,7 +156,7 @@ class GANConfig:
     ada_interval: int = 4  # steps between adjustments
     reduced_precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | none | bf16 | fp16
     num_fp16_res: int = 4  # how many top resolutions run in reduced precision
-    conv_clamp: float = 256.0  # clamp of activations in reduced-precision blocks
+    conv_clamp: float | None = 256.0  # every conv layer's activations in +-this (null: none)
     mbstd_group: int = 4
     ema_kimg: float = 10.0  # half-life of G's EMA in thousands of images (StyleGAN2-ADA)
     ema_rampup: float = 0.05  # half-life at most this fraction of the images seen (0: none)
@@ -181,6 +181,8 @@ class GANConfig:
             _check_positive(f"model.{name}", getattr(self, name), allow_zero=True)
         _check_positive("model.ada_interval", self.ada_interval)
         _check_positive("model.mbstd_group", self.mbstd_group)
+        if self.conv_clamp is not None:
+            _check_positive("model.conv_clamp", self.conv_clamp)
         for name in ("style_mixing_prob", "augment_p", "pl_decay"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"model.{name}={getattr(self, name)} is not valid: use 0..1")

@@ -7,8 +7,9 @@ import torch
 
 from hpcgen.config import GANConfig
 from hpcgen.engine.gan_task import build_networks, layer_tables
+from hpcgen.models import stylegan
 from hpcgen.models.stylegan import build_gan, mix_styles
-from hpcgen.models.stylegan_layers import downsample2d, lowpass_filter, upsample2d
+from hpcgen.models.stylegan_layers import Conv2dLayer, downsample2d, lowpass_filter, upsample2d
 
 # The report's Figures 5 and 6 (StyleGAN2-ADA at 64x64, z = w = 512, two mapping layers)
 REPORT_G = {
@@ -139,3 +140,78 @@ def test_lowpass_resampling_keeps_a_constant_image_constant():
     assert up.shape == (1, 2, 16, 16) and down.shape == (1, 2, 4, 4)
     assert torch.allclose(up[:, :, 2:-2, 2:-2], torch.tensor(3.0))  # unit DC gain inside
     assert torch.allclose(down[:, :, 1:-1, 1:-1], torch.tensor(3.0))
+
+
+def _down_conv_with_centre_tap(channels: int = 1) -> Conv2dLayer:
+    """A 3x3 down-sampling conv whose kernel is a unit centre tap (weight gain undone)."""
+    layer = Conv2dLayer(channels, channels, 3, "linear", bias=False, down=True)
+    with torch.no_grad():
+        layer.weight.zero_()
+        for c in range(channels):
+            layer.weight[c, c, 1, 1] = 1 / layer.weight_gain
+    return layer
+
+
+def test_down_conv_impulse_response_is_the_references_1_3_3_9():
+    # StyleGAN2-ADA blurs with padding (2, 2) and runs the stride-2 conv unpadded: an impulse
+    # at (8, 8) lands on output pixels 3..4 with taps (1, 3 / 3, 9) / 64; one pixel off gave
+    # (9, 3 / 3, 1)
+    layer = _down_conv_with_centre_tap()
+    x = torch.zeros(1, 1, 16, 16)
+    x[0, 0, 8, 8] = 1.0
+    y = layer(x)[0, 0] * 64  # (8, 8)
+    expected = torch.zeros(8, 8)
+    expected[3:5, 3:5] = torch.tensor([[1.0, 3.0], [3.0, 9.0]])
+    assert torch.allclose(y, expected, atol=1e-5), y[2:6, 2:6]
+
+
+def test_down_conv_equals_a_dense_conv_then_blur_and_subsample_like_the_skip_branch():
+    # blur-then-strided-conv is the dense 3x3 conv followed by downsample2d (the 1x1 skip's
+    # resampling): the two residual branches sample the same positions, away from the border
+    torch.manual_seed(0)
+    layer = Conv2dLayer(3, 5, 3, "linear", bias=False, down=True)
+    x = torch.randn(2, 3, 16, 16)
+    w = layer.weight * layer.weight_gain
+    dense = torch.nn.functional.conv2d(x, w, padding=1)  # (2, 5, 16, 16)
+    reference = downsample2d(dense, lowpass_filter())  # (2, 5, 8, 8)
+    ours = layer(x)
+    assert ours.shape == reference.shape == (2, 5, 8, 8)
+    assert torch.allclose(ours[:, :, 1:-1, 1:-1], reference[:, :, 1:-1, 1:-1], atol=1e-5)
+    # the 1x1 skip path: an impulse reaches the same two output pixels, with taps 3/4 and 1/4
+    skip = Conv2dLayer(1, 1, 1, "linear", bias=False, down=True)
+    with torch.no_grad():
+        skip.weight.fill_(1 / skip.weight_gain)
+    impulse = torch.zeros(1, 1, 16, 16)
+    impulse[0, 0, 8, 8] = 1.0
+    support_skip = skip(impulse)[0, 0].abs() > 1e-6
+    support_conv = _down_conv_with_centre_tap()(impulse)[0, 0].abs() > 1e-6
+    assert torch.equal(support_skip, support_conv)
+
+
+@pytest.mark.parametrize("num_fp16_res", [0, 4])
+def test_conv_clamp_bounds_every_conv_layer_in_fp32_blocks_too(num_fp16_res):
+    # the reference clamps every layer when conv_clamp is set, whatever the block's precision;
+    # reduced blocks run in fp32 here (as the reference's check on the CPU does)
+    torch.manual_seed(0)
+    generator, discriminator = build_gan("tiny", 32, num_fp16_res=num_fp16_res, conv_clamp=4.0)
+    with torch.no_grad():
+        for net in (generator.synthesis, discriminator):
+            for name, p in net.named_parameters():
+                if name.endswith("bias") and "affine" not in name:
+                    p.add_(50.0)  # push every activation far beyond the clamp
+    peaks: dict[str, float] = {}
+    clamped = (stylegan.SynthesisLayer, stylegan.ToRGB, Conv2dLayer)
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out, n=n: peaks.__setitem__(n, out.abs().max()))
+        for net in (generator, discriminator)
+        for n, m in net.named_modules()
+        if isinstance(m, clamped) and not n.endswith("skip")
+    ]
+    with torch.no_grad():
+        discriminator(generator(torch.randn(4, generator.z_dim), noise_mode="const"))
+    for h in hooks:
+        h.remove()
+    assert {"synthesis.b4.conv1", "synthesis.b4.torgb", "b32.fromrgb", "b4.conv"} <= set(peaks)
+    over = {n: float(v) for n, v in peaks.items() if v > 4.0 + 1e-5}
+    assert not over, f"layers above conv_clamp=4: {over}"
+    assert max(peaks.values()) == pytest.approx(4.0)  # the push reached the clamp

@@ -2,8 +2,9 @@
 
 Layer names and sizes follow the official networks, so the `stylegan2` preset at 64x64 has the
 report's 22,243,608 generator and 23,407,361 discriminator parameters (its Figures 5 and 6).
-Blocks at the highest resolutions can run in bf16/fp16 with activations clamped (conv_clamp),
-as StyleGAN2-ADA's mixed precision does; everything else stays in fp32.
+Blocks at the highest resolutions can run in bf16/fp16, as StyleGAN2-ADA's mixed precision does;
+everything else stays in fp32. With conv_clamp set, every convolution's activations are clamped to
++-conv_clamp in every block, fp32 ones too, as in the reference.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ class SynthesisBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.in_channels, self.reduced_precision = in_channels, reduced_precision
-        clamp = conv_clamp if reduced_precision else None
+        clamp = conv_clamp  # every layer, fp32 blocks too, as StyleGAN2-ADA does
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn(out_channels, 4, 4))
         else:
@@ -274,7 +275,7 @@ class DiscriminatorBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.in_channels, self.reduced_precision = in_channels, reduced_precision
-        clamp = conv_clamp if reduced_precision else None
+        clamp = conv_clamp  # every layer but the linear skip, as StyleGAN2-ADA does
         if in_channels == 0:
             self.fromrgb = Conv2dLayer(3, tmp_channels, 1, conv_clamp=clamp)
         self.conv0 = Conv2dLayer(tmp_channels, tmp_channels, 3, conv_clamp=clamp)
@@ -310,10 +311,12 @@ class MinibatchStd(nn.Module):
 
 
 class DiscriminatorEpilogue(nn.Module):
-    def __init__(self, channels: int, mbstd_group_size: int = 4) -> None:
+    def __init__(
+        self, channels: int, mbstd_group_size: int = 4, conv_clamp: float | None = None
+    ) -> None:
         super().__init__()
         self.mbstd = MinibatchStd(mbstd_group_size)
-        self.conv = Conv2dLayer(channels + 1, channels, 3)
+        self.conv = Conv2dLayer(channels + 1, channels, 3, conv_clamp=conv_clamp)
         self.fc = FullyConnected(channels * 16, channels, "lrelu")
         self.out = FullyConnected(channels, 1)
 
@@ -346,7 +349,7 @@ class Discriminator(nn.Module):
                 in_channels, channels[res], channels[res // 2], res >= lowest_reduced, conv_clamp
             )
             setattr(self, f"b{res}", block)
-        self.b4 = DiscriminatorEpilogue(channels[4], mbstd_group_size)
+        self.b4 = DiscriminatorEpilogue(channels[4], mbstd_group_size, conv_clamp)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         x = img

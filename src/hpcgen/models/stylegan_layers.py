@@ -59,6 +59,19 @@ def downsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return fir_filter(x, f, ((k - 1) // 2, k // 2 - 1))[:, :, ::2, ::2]
 
 
+# StyleGAN2-ADA (torch_utils/ops/conv2d_resample.py): a k x k stride-2 convolution behind an
+# f-tap blur pads the blur by k // 2 + (f - 1) // 2 before, k // 2 + (f - 2) // 2 after, and the
+# convolution not at all; (2, 2) for k = 3, f = 4
+def strided_blur_padding(kernel_size: int, f: torch.Tensor) -> tuple[int, int]:
+    """(before, after) padding of the blur, so that the strided conv needs none and output
+    pixel i of every branch sits over input pixels 2i and 2i + 1, like downsample2d's."""
+    taps, down = f.shape[0], 2
+    return (
+        kernel_size // 2 + (taps - down + 1) // 2,
+        kernel_size // 2 + (taps - down) // 2,
+    )
+
+
 def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """Zero insertion, then low-pass with gain 4: (B, C, H, W) -> (B, C, 2H, 2W)."""
     b, c, h, w = x.shape
@@ -117,8 +130,8 @@ class Conv2dLayer(nn.Module):
         if self.down and k == 1:
             x = F.conv2d(downsample2d(x, self.resample_filter), w)
         elif self.down:  # blur at full resolution, then a strided convolution
-            x = fir_filter(x, self.resample_filter, (2, 1))
-            x = F.conv2d(x, w, stride=2, padding=k // 2)
+            x = fir_filter(x, self.resample_filter, strided_blur_padding(k, self.resample_filter))
+            x = F.conv2d(x, w, stride=2)  # (B, O, H/2, W/2)
         else:
             x = F.conv2d(x, w, padding=k // 2)
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
