@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from PIL import Image
 
-from hpcgen.engine.run_record import read_run
+from hpcgen.engine.run_record import read_metrics, read_run
 from hpcgen.eval.evaluate import run_results
 from hpcgen.status import log_tail, run_dirs, sweep_status
 from hpcgen.svgplot import line_chart
@@ -107,20 +107,6 @@ def _config(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def _metrics(run_dir: Path) -> list[dict[str, Any]]:
-    rows = []
-    try:
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill mid-write; the rest still plots
-    return rows
-
-
 def _newest(paths: list[Path]) -> Path | None:
     steps = [(int(p.name.split("_")[1].split(".")[0]), p) for p in paths]
     return max(steps)[1] if steps else None
@@ -147,7 +133,7 @@ def config_section(dirs: list[Path]) -> str:
 
 
 def _charts(run_dir: Path, model: str | None, results: list[dict]) -> list[str]:
-    metrics = _metrics(run_dir)
+    metrics = read_metrics(run_dir)
     skip = (*NOT_LOSSES, *D_OUTPUTS)
     loss_keys = sorted(
         {k for m in metrics for k in m}

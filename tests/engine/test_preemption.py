@@ -15,6 +15,7 @@ import torch
 from hpcgen.engine.checkpoint import CheckpointError, CheckpointManager
 from hpcgen.engine.loop import train
 from hpcgen.engine.preemption import Preempted
+from hpcgen.engine.run_record import last_metrics
 from tests.engine.test_train_cpu import smoke_config, weights
 
 pytestmark = pytest.mark.slow
@@ -26,11 +27,7 @@ def signal_at_step(run_dir, step: int, signum: int) -> threading.Thread:
     def watch() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            try:
-                lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-            except FileNotFoundError:
-                lines = []
-            if lines and json.loads(lines[-1])["step"] >= step:
+            if last_metrics(run_dir).get("step", 0) >= step:
                 os.kill(os.getpid(), signum)
                 return
             time.sleep(0.005)

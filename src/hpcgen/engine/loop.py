@@ -130,7 +130,7 @@ def train(
             seed_everything((cfg.seed * 1000 + layout.rank) * 1_000_003 + step)
             task.generator.manual_seed(cfg.seed * 100_003 + layout.rank + 7_919 * step)
         print0(f"[hpcgen] resumed from {latest} at step {step}")
-        record.truncate_metrics(after_step=step)  # lines logged after it would repeat
+    record.truncate_metrics(after_step=step)  # rows logged after it would repeat
     tb = TensorBoard(run_dir, cfg.logger.tensorboard and layout.is_main, resume_step=step)
     global_batch = cfg.trainer.batch_per_gpu * cfg.deepspeed.grad_accum_steps * layout.world_size
     record.update(

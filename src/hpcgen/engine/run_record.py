@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+METRICS = "metrics.jsonl"
+
 
 def git_revision() -> str | None:
     """The checkout's commit (with -dirty when it has uncommitted changes), if there is one."""
@@ -34,20 +36,49 @@ def slurm_job_id() -> str | None:
 
 
 def read_run(run_dir: Path) -> dict[str, Any] | None:
+    """run.json, or None when there is none or it does not decode (a crash mid-write)."""
     path = run_dir / "run.json"
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _decoded_lines(text: str) -> tuple[list[dict[str, Any]], int]:
+    """metrics.jsonl's rows and how many lines did not decode (a write cut by a kill)."""
+    rows, cut = [], 0
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            cut += bool(line.strip())
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+        else:
+            cut += 1
+    return rows, cut
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """Every complete metrics.jsonl row, oldest first; lines cut by a kill are left out.
+
+    The one reader of metrics.jsonl (status, report, benchmarks, resume)."""
+    return _decoded_lines(_read_text(run_dir / METRICS))[0]
 
 
 def last_metrics(run_dir: Path) -> dict[str, Any]:
-    """The newest metrics.jsonl line, or {} (no file yet, or a line being written)."""
-    try:
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-        return json.loads(lines[-1]) if lines else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
+    """The newest complete metrics.jsonl row, or {} when there is none yet."""
+    rows = read_metrics(run_dir)
+    return rows[-1] if rows else {}
 
 
 class RunRecord:
@@ -56,6 +87,12 @@ class RunRecord:
     def __init__(self, run_dir: Path, enabled: bool) -> None:
         self.run_dir, self.enabled = run_dir, enabled
         self.data: dict[str, Any] = read_run(run_dir) or {}
+        if enabled and not self.data and (run_dir / "run.json").is_file():
+            print(
+                f"WARNING: {run_dir / 'run.json'} does not decode (a crash mid-write?): "
+                "starting a new one; its history and preemption count are lost",
+                flush=True,
+            )
 
     def update(self, **fields: Any) -> None:
         if not self.enabled:
@@ -63,7 +100,10 @@ class RunRecord:
         self.data.update(fields, updated=time.time())
         self.run_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.run_dir / ".run.json.tmp"
-        tmp.write_text(json.dumps(self.data, indent=1))
+        with open(tmp, "w") as f:  # flushed before the rename: a node crash leaves old or new
+            f.write(json.dumps(self.data, indent=1))
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, self.run_dir / "run.json")
 
     def add_event(self, event: str, **fields: Any) -> None:
@@ -72,18 +112,27 @@ class RunRecord:
         self.update(events=events)
 
     def truncate_metrics(self, after_step: int) -> None:
-        """Drop lines past `after_step` (logged after the checkpoint a resume starts from)."""
-        path = self.run_dir / "metrics.jsonl"
+        """Keep the rows up to `after_step` (the step this attempt starts from): rows logged
+        after it would repeat, and a line cut by a kill would swallow the next one."""
+        path = self.run_dir / METRICS
         if not self.enabled or not path.is_file():
             return
-        lines = path.read_text().splitlines()
-        keep = [line for line in lines if line and json.loads(line)["step"] <= after_step]
-        if len(keep) != len(lines):
-            tmp = path.with_name(".metrics.jsonl.tmp")
-            tmp.write_text("".join(line + "\n" for line in keep))
+        old = _read_text(path)
+        rows, cut = _decoded_lines(old)
+        keep = [row for row in rows if row["step"] <= after_step]
+        text = "".join(json.dumps(row) + "\n" for row in keep)
+        if cut:
+            print(
+                f"WARNING: {path}: dropped {cut} line(s) that do not decode (cut by a kill "
+                "mid-write)",
+                flush=True,
+            )
+        if text != old:  # also a last line that lost only its newline
+            tmp = path.with_name(f".{METRICS}.tmp")
+            tmp.write_text(text)
             os.replace(tmp, path)
 
     def log_metrics(self, metrics: dict[str, Any]) -> None:
         if self.enabled:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
+            with open(self.run_dir / METRICS, "a") as f:
                 f.write(json.dumps(metrics) + "\n")
