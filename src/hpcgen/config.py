@@ -87,9 +87,13 @@ class DDPMConfig:
     num_samples: int = 16  # images in each sample grid
     ema_decay: float = 0.9999  # EMA of the weights (warm-up (1 + n) / (10 + n)), for samples
     timestep_sampler: str = "uniform"  # uniform | loss_aware (Improved DDPM's, for L_vlb)
+    decoder_cdf: str = "tanh"  # L_0's normal CDF: tanh (improved-diffusion's, published) | exact
 
     def __post_init__(self) -> None:
+        from hpcgen.diffusion.gaussian import DECODER_CDFS, parse_sampler
+
         _check_choice("model.name", self.name, ("ddpm",))
+        _check_choice("model.decoder_cdf", self.decoder_cdf, tuple(DECODER_CDFS))
         _check_choice("model.timestep_sampler", self.timestep_sampler, ("uniform", "loss_aware"))
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay={self.ema_decay} is not valid: use 0..1 (0.9999)")
@@ -107,8 +111,6 @@ class DDPMConfig:
                 "L_simple does not train the variance"
             )
         _check_positive("model.vlb_weight", self.vlb_weight, allow_zero=True)
-        from hpcgen.diffusion.gaussian import parse_sampler
-
         try:
             _, steps = parse_sampler(self.sampler)
         except ValueError as err:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from hpcgen.diffusion.gaussian import (
+    DECODER_CDFS,
     Diffusion,
     alpha_bars,
     cosine_betas,
@@ -93,16 +94,47 @@ def test_learned_range_interpolates_between_the_two_fixed_variances():
     assert lv[2].item() == pytest.approx((lv[0] + lv[1]).item() / 2)
 
 
-def test_kl_and_discretised_likelihood_are_normalised():
+def test_mu_parameterisation_clips_its_x0_but_keeps_its_mean():
+    # improved-diffusion clips pred_xstart in the mu branch too (DDIM reads it); the mean stays
+    # the network's output
+    xt, t = torch.full((2, 3, 2, 2), 0.9, dtype=torch.float64), torch.tensor([700, 700])
+    mu = torch.full_like(xt, 3.0)  # far outside: its x0 is well beyond [-1, 1]
+    clipped = p_mean_variance(D, mu, xt, t, "mu", clip_x0=True)
+    raw = p_mean_variance(D, mu, xt, t, "mu", clip_x0=False)
+    assert raw["x0"].min() > 1.5 and torch.equal(clipped["x0"], raw["x0"].clamp(-1, 1))
+    assert torch.equal(clipped["mean"], mu) and torch.equal(raw["mean"], mu)
+
+
+@pytest.mark.parametrize("cdf", ["tanh", "exact"])
+def test_kl_and_discretised_likelihood_are_normalised(cdf):
     m, lv = torch.tensor([0.3]), torch.tensor([-1.0])
     assert normal_kl(m, lv, m, lv).item() == pytest.approx(0.0, abs=1e-7)
     # the 256 bins of [-1, 1] partition the real line: their probabilities sum to one
     x = torch.linspace(-1, 1, 256, dtype=torch.float64)
     for mean, log_scale in ((0.1, -2.0), (-0.7, -4.0), (0.99, -1.0)):
         p = discretized_gaussian_log_likelihood(
-            x, torch.full_like(x, mean), torch.full_like(x, log_scale)
+            x, torch.full_like(x, mean), torch.full_like(x, log_scale), cdf
         ).exp()
         assert p.sum().item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_tanh_decoder_cdf_is_improved_diffusions_approximation_not_erf():
+    # Phi(1) = 0.841345 (erf); the tanh form gives 0.841192 (sqrt(2/pi) (1 + 0.044715))
+    one = torch.tensor([1.0], dtype=torch.float64)
+    exact, approx = DECODER_CDFS["exact"](one).item(), DECODER_CDFS["tanh"](one).item()
+    assert exact == pytest.approx(0.8413447, abs=1e-7)
+    assert approx == pytest.approx(0.5 * (1 + math.tanh(math.sqrt(2 / math.pi) * 1.044715)))
+    assert abs(exact - approx) > 1e-4
+    x = torch.linspace(-6, 6, 1001, dtype=torch.float64)
+    assert (DECODER_CDFS["tanh"](x) - DECODER_CDFS["exact"](x)).abs().max() < 2e-3
+    # the default decoder (training's L_0 and bits/dim) is the published one
+    x0 = torch.linspace(-1, 1, 8, dtype=torch.float64)
+    mean, log_scale = torch.zeros_like(x0), torch.full_like(x0, -3.0)
+    default = discretized_gaussian_log_likelihood(x0, mean, log_scale)
+    assert torch.equal(default, discretized_gaussian_log_likelihood(x0, mean, log_scale, "tanh"))
+    assert not torch.equal(
+        default, discretized_gaussian_log_likelihood(x0, mean, log_scale, "exact")
+    )
 
 
 def test_prior_term_is_almost_zero_for_data_in_range():

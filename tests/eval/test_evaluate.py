@@ -76,6 +76,7 @@ def test_local_evaluation_writes_every_result_and_a_second_run_does_nothing(swee
             assert (eval_dir / "step_00000020_noise_prediction.png").is_file()
             assert len(result["noise_mse_by_t"]) == 5
             assert 0 < result["bits_per_dim"] < 16 and result["bpd_images"] == 2
+            assert result["bpd_decoder_cdf"].startswith("tanh")  # the published estimator
     manifest = json.loads((sweep / "eval" / "manifest.json").read_text())
     assert len(manifest["entries"]) == 4
     second = evaluate(f"run={sweep}", *SMALL)

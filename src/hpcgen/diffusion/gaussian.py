@@ -141,11 +141,12 @@ def p_mean_variance(
     else:
         log_var = _at(d.log_beta_tilde_clipped, t, xt).expand_as(xt)
     if parameterisation == "mu":
-        mean = output
-        # invert eq. 11 for x0: mu = c0 x0 + c1 x_t
+        # the mean is the output itself; x0 (for DDIM and the figures) inverts eq. 11,
+        # mu = c0 x0 + c1 x_t, and is clipped like the others, as improved-diffusion does
         c0, c1 = d.posterior_coefs
-        x0 = (mean - _at(c1, t, xt) * xt) / _at(c0, t, xt)
-        return {"mean": mean, "log_variance": log_var, "x0": x0}
+        x0 = (output - _at(c1, t, xt) * xt) / _at(c0, t, xt)
+        x0 = x0.clamp(-1, 1) if clip_x0 else x0
+        return {"mean": output, "log_variance": log_var, "x0": x0}
     if parameterisation == "eps":  # Ho et al. 2020, eq. 15
         x0 = (xt - _at((1 - d.alpha_bar).sqrt(), t, xt) * output) / _at(d.alpha_bar.sqrt(), t, xt)
     else:
@@ -177,19 +178,30 @@ def normal_kl(m1: torch.Tensor, lv1: torch.Tensor, m2: torch.Tensor, lv2: torch.
     return 0.5 * (-1.0 + lv2 - lv1 + torch.exp(lv1 - lv2) + (m1 - m2) ** 2 * torch.exp(-lv2))
 
 
-def _std_normal_cdf(x: torch.Tensor) -> torch.Tensor:
+def _exact_std_normal_cdf(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+# Phi(x) ~ (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) / 2: the approximation that
+# improved-diffusion's (and ADM's) decoder uses, so every bits/dim they publish
+def _tanh_std_normal_cdf(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
+
+
+# the t = 0 decoder's normal CDF: "tanh" (published numbers) or "exact" (erf)
+DECODER_CDFS = {"tanh": _tanh_std_normal_cdf, "exact": _exact_std_normal_cdf}
 
 
 # Ho et al. 2020, eq. 13: the discretised Gaussian decoder for L_0, 256 bins on [-1, 1]
 def discretized_gaussian_log_likelihood(
-    x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor
+    x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, cdf: str = "tanh"
 ) -> torch.Tensor:
     """log p(x) per element (nats) of data x in [-1, 1] quantised to 256 levels."""
+    std_normal_cdf = DECODER_CDFS[cdf]
     centred = x - mean
     inv_std = torch.exp(-log_scale)
-    cdf_plus = _std_normal_cdf(inv_std * (centred + 1 / 255))
-    cdf_minus = _std_normal_cdf(inv_std * (centred - 1 / 255))
+    cdf_plus = std_normal_cdf(inv_std * (centred + 1 / 255))
+    cdf_minus = std_normal_cdf(inv_std * (centred - 1 / 255))
     log_cdf_plus = cdf_plus.clamp(min=1e-12).log()
     log_one_minus_cdf_minus = (1 - cdf_minus).clamp(min=1e-12).log()
     log_delta = (cdf_plus - cdf_minus).clamp(min=1e-12).log()
@@ -210,10 +222,12 @@ def vlb_terms(
     x0: torch.Tensor,
     xt: torch.Tensor,
     t: torch.Tensor,
+    decoder_cdf: str = "tanh",
 ) -> torch.Tensor:
     true_mean, true_log_var = q_posterior(d, x0, xt, t)
     kl = _mean_flat(normal_kl(true_mean, true_log_var, mean, log_var)) / math.log(2.0)
-    nll = -_mean_flat(discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var)) / math.log(2)
+    log_p = discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var, decoder_cdf)
+    nll = -_mean_flat(log_p) / math.log(2)
     return torch.where(t == 0, nll, kl)  # (B,)
 
 
@@ -229,6 +243,7 @@ def training_losses(
     variance: str = "fixed_small",
     loss: str = "simple",
     vlb_weight: float = 0.001,
+    decoder_cdf: str = "tanh",
 ) -> dict[str, torch.Tensor]:
     """Per-example losses (B,): 'loss' plus 'mse' and 'vlb' where they apply."""
     xt = q_sample(d, x0, t, noise)
@@ -242,7 +257,7 @@ def training_losses(
     if loss in ("hybrid", "vlb"):
         frozen = output if loss == "vlb" else torch.cat([output[:, :c].detach(), output[:, c:]], 1)
         p = p_mean_variance(d, frozen, xt, t, parameterisation, variance, clip_x0=False)
-        terms["vlb"] = vlb_terms(d, p["mean"], p["log_variance"], x0, xt, t)
+        terms["vlb"] = vlb_terms(d, p["mean"], p["log_variance"], x0, xt, t, decoder_cdf)
         if loss == "hybrid":  # L_vlb's weight is per timestep of T, as in the paper
             terms["vlb"] = terms["vlb"] * d.T
     if loss == "simple":
@@ -271,6 +286,7 @@ def bits_per_dim(
     generator: torch.Generator,
     parameterisation: str = "eps",
     variance: str = "fixed_small",
+    decoder_cdf: str = "tanh",
 ) -> torch.Tensor:
     """Full-chain negative log-likelihood bound: sum of L_T, L_{t-1} and L_0, (B,) bits/dim."""
     total = prior_bpd(d, x0)
@@ -287,7 +303,7 @@ def bits_per_dim(
             variance,
             clip_x0=True,
         )
-        total = total + vlb_terms(d, p["mean"], p["log_variance"], x0, xt, t)
+        total = total + vlb_terms(d, p["mean"], p["log_variance"], x0, xt, t, decoder_cdf)
     return total
 
 

@@ -87,6 +87,7 @@ class DDPMTask:
                 self.cfg.variance,
                 self.cfg.loss,
                 self.cfg.vlb_weight,
+                self.cfg.decoder_cdf,
             )
             loss = terms["loss"] if weights is None else terms["loss"] * weights
             self.engine.backward(loss.mean())

@@ -20,6 +20,7 @@ from torchvision.utils import save_image
 from hpcgen.config import ConfigError, DDPMConfig, TrainConfig
 from hpcgen.data.shards import ensure_shards, read_manifest, write_json_atomic
 from hpcgen.data.stream import to_unit_range
+from hpcgen.diffusion.gaussian import DECODER_CDFS
 from hpcgen.engine.run_record import read_run
 from hpcgen.eval.features import EXTRACTORS, Extractor, build_extractor
 from hpcgen.eval.inception import weights_dir
@@ -44,6 +45,7 @@ class EvalConfig:
     interp_steps: int = 8
     bpd_images: int = 256  # DDPM: bits/dim of this many real images (0: skip)
     bpd_root: str | None = None  # a held-out shard directory; default: the training shards
+    bpd_decoder_cdf: str | None = None  # L_0's CDF: tanh (published) | exact; null: the model's
 
     def __post_init__(self) -> None:
         if self.extractor not in EXTRACTORS:
@@ -54,6 +56,11 @@ class EvalConfig:
         for name in ("num_samples", "ref_samples", "batch", "kid_subsets", "kid_subset_size"):
             if getattr(self, name) < 2:
                 raise ConfigError(f"eval.{name}={getattr(self, name)} must be at least 2")
+        if self.bpd_decoder_cdf is not None and self.bpd_decoder_cdf not in DECODER_CDFS:
+            raise ConfigError(
+                f"eval.bpd_decoder_cdf={self.bpd_decoder_cdf!r} is not valid: choose one of "
+                f"{', '.join(DECODER_CDFS)} (tanh is what improved-diffusion's bits/dim use)"
+            )
 
 
 def find_runs(target: Path) -> list[Path]:
@@ -248,14 +255,18 @@ def ddpm_bits_per_dim(
     d = Diffusion.from_schedule(m.schedule, m.diffusion_steps)
     x0 = to_unit_range(real_images(root, manifest, ecfg.bpd_images).to(device))
     generator = torch.Generator(device=device).manual_seed(ecfg.seed)
+    cdf = ecfg.bpd_decoder_cdf or m.decoder_cdf
     bpd = torch.cat(
         [
-            bits_per_dim(d, net, x0[i : i + ecfg.batch], generator, m.parameterisation, m.variance)
+            bits_per_dim(
+                d, net, x0[i : i + ecfg.batch], generator, m.parameterisation, m.variance, cdf
+            )
             for i in range(0, len(x0), ecfg.batch)
         ]
     )
     return {
         "bits_per_dim": float(bpd.mean()),
+        "bpd_decoder_cdf": cdf + (" (improved-diffusion's estimator)" if cdf == "tanh" else ""),
         "bpd_images": len(x0),
         "bpd_data": str(root) + ("" if ecfg.bpd_root else " (training shards)"),
     }
