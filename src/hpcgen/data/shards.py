@@ -28,6 +28,7 @@ from PIL import Image
 
 import hpcgen
 from hpcgen.config import ConfigError, DataConfig
+from hpcgen.data.decode import decode_rgb
 from hpcgen.data.sources import open_source
 
 MANIFEST = "manifest.json"
@@ -45,19 +46,17 @@ def data_root(cfg: DataConfig) -> Path:
     return Path(cfg.root).expanduser().resolve()
 
 
-def preprocess(raw: bytes, resolution: int, resample: str) -> Image.Image:
-    """Decode, centre-crop to a square, resize (antialiased filter), RGB. Raises on bad bytes."""
-    if not raw:
-        raise ValueError("zero-byte image")
-    with Image.open(io.BytesIO(raw)) as im:
-        im.load()  # decode now: a truncated file fails here, not later
-        im = im.convert("RGB")
+def preprocess(raw: bytes, resolution: int, resample: str) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode to RGB, centre-crop to a square, resize (antialiased filter); also the decoded
+    size, which says whether the image was upscaled. Raises on bytes that do not decode."""
+    im = decode_rgb(raw)
+    size = im.size
     side = min(im.size)
     left, top = (im.width - side) // 2, (im.height - side) // 2
     im = im.crop((left, top, left + side, top + side))
     if side != resolution:
         im = im.resize((resolution, resolution), FILTERS[resample])
-    return im
+    return im, size
 
 
 def encode(image: Image.Image, fmt: str, quality: int) -> bytes:
@@ -103,14 +102,16 @@ def write_shard(root: Path, shard: int, source, ids: list[str], cfg: DataConfig)
     """Write one shard via a temp name; skip (and list) images that do not decode."""
     name = f"shard-{shard:06d}.tar"
     tmp = root / f".{name}.tmp"
-    count, skipped = 0, []
+    count, skipped, upscaled = 0, [], []
     with wds.TarWriter(str(tmp), mtime=0.0) as sink:  # mtime 0: byte-identical reruns
         for image_id in ids:
             try:
-                image = preprocess(source.read(image_id), cfg.resolution, cfg.filter)
+                image, size = preprocess(source.read(image_id), cfg.resolution, cfg.filter)
             except Exception as err:  # any decoder error: count it, list it, go on
                 skipped.append({"id": image_id, "reason": f"{type(err).__name__}: {err}"})
                 continue
+            if min(size) < cfg.resolution:  # kept, but blurrier than the rest: say so
+                upscaled.append({"id": image_id, "size": list(size)})
             key = f"{shard:06d}{count:06d}"
             sink.write(
                 {
@@ -127,6 +128,7 @@ def write_shard(root: Path, shard: int, source, ids: list[str], cfg: DataConfig)
         "bytes": (root / name).stat().st_size,
         "sha256": sha256_file(root / name),
         "skipped": skipped,
+        "upscaled": upscaled,
     }
     write_json_atomic(_record_path(root, shard), record)
     return record
@@ -148,7 +150,7 @@ def prepare(cfg: DataConfig, task_index: int = 0, num_tasks: int = 1, log=print)
         record = write_shard(root, shard, source, source.ids[lo : lo + cfg.samples_per_shard], cfg)
         log(
             f"[prepare] {record['name']}: {record['count']} images, "
-            f"{len(record['skipped'])} skipped"
+            f"{len(record['skipped'])} skipped, {len(record['upscaled'])} upscaled"
         )
     with _locked(root / ".lock"):
         if (root / MANIFEST).is_file():
@@ -158,6 +160,7 @@ def prepare(cfg: DataConfig, task_index: int = 0, num_tasks: int = 1, log=print)
             return None
         records = [json.loads(_record_path(root, k).read_text()) for k in range(n_shards)]
         skipped = [s for r in records for s in r.pop("skipped")]
+        upscaled = [s for r in records for s in r.pop("upscaled", [])]
         manifest = {
             "format_version": FORMAT_VERSION,
             "total": sum(r["count"] for r in records),
@@ -172,6 +175,7 @@ def prepare(cfg: DataConfig, task_index: int = 0, num_tasks: int = 1, log=print)
             "source_fingerprint": source.fingerprint(),
             "samples_per_shard": cfg.samples_per_shard,
             "skipped": skipped,
+            "upscaled": upscaled,
             "tool_version": f"hpcgen {hpcgen.__version__}",
             "created": time.time(),
         }
@@ -180,8 +184,15 @@ def prepare(cfg: DataConfig, task_index: int = 0, num_tasks: int = 1, log=print)
         write_json_atomic(root / MANIFEST, manifest)
         log(
             f"[prepare] {root / MANIFEST}: {manifest['total']} images in {n_shards} shards, "
-            f"{len(skipped)} skipped"
+            f"{len(skipped)} skipped, {len(upscaled)} upscaled"
         )
+        if upscaled:
+            log(
+                f"WARNING: {len(upscaled)} image(s) smaller than {cfg.resolution}px were "
+                f"upscaled (e.g. {upscaled[0]['id']}, {upscaled[0]['size'][0]}x"
+                f"{upscaled[0]['size'][1]}): listed under 'upscaled' in {root / MANIFEST}; "
+                "remove them from the source or lower data.resolution"
+            )
         return manifest
 
 
