@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from hpcgen.data.shards import sha256_file
+from hpcgen.engine.disk import free_bytes, human, is_no_space
 from hpcgen.engine.distributed import barrier, print0
 
 MANIFEST = "COMMITTED"
@@ -35,6 +36,16 @@ LATEST = "latest"
 
 class CheckpointError(RuntimeError):
     """No checkpoint can be loaded although one was expected; the message says what to do."""
+
+
+class NoSpaceError(CheckpointError):
+    """A save ran out of disk space or quota; the message names sizes and how to resume."""
+
+
+def estimated_bytes(parameters: dict[str, int], world_size: int) -> int:
+    """A checkpoint's size before the first one measures it: fp32 weights, Adam's master copy
+    and two moments, and one EMA copy in each rank's state file (an upper bound for bf16)."""
+    return 4 * sum(parameters.values()) * (4 + world_size)
 
 
 def rng_state() -> dict[str, Any]:
@@ -62,11 +73,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -103,11 +118,76 @@ class CheckpointManager:
     """Save, commit, find and load checkpoints of one run directory."""
 
     def __init__(
-        self, run_dir: Path, rank: int, world_size: int, keep_last: int, milestone_every: int = 0
+        self,
+        run_dir: Path,
+        rank: int,
+        world_size: int,
+        keep_last: int,
+        milestone_every: int = 0,
+        estimated_bytes: int = 0,
     ) -> None:
         self.dir = run_dir / "checkpoints"
         self.rank, self.world_size, self.keep_last = rank, world_size, keep_last
-        self.milestone_every = milestone_every
+        self.milestone_every, self.estimated_bytes = milestone_every, estimated_bytes
+
+    def expected_bytes(self) -> tuple[int, str]:
+        """(bytes the next save writes, how that is known): the newest checkpoint's size."""
+        for ckpt in reversed(self.committed()):
+            try:
+                files = json.loads((ckpt / MANIFEST).read_text())["files"]
+                return sum(f["bytes"] for f in files.values()), f"the size of {ckpt.name}"
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return self.estimated_bytes, "estimated from the parameter count"
+
+    def warn_if_low_space(self) -> tuple[int, str]:
+        """(free bytes, where); rank 0 warns when less is free (space or quota) than two
+        checkpoints need."""
+        need, how = self.expected_bytes()
+        free, what = free_bytes(self.dir)
+        if self.rank == 0 and free < 2 * need:
+            print0(
+                f"WARNING: {human(free)} {what}, less than the {human(2 * need)} that two "
+                f"checkpoints need ({how}): saving into {self.dir} may fail. Free space, raise "
+                "the quota, lower trainer.keep_last_ckpts or point hydra.run.dir elsewhere"
+            )
+        return free, what
+
+    def _last_committed(self) -> Path | None:
+        """What a resume would start from: the checkpoint `latest` names, else the newest."""
+        latest = self.dir / LATEST
+        if latest.is_file() and (self.dir / latest.read_text().strip() / MANIFEST).is_file():
+            return self.dir / latest.read_text().strip()
+        committed = self.committed()
+        return committed[-1] if committed else None
+
+    def _no_space(
+        self, name: str, tmp: Path, err: BaseException, free: tuple[int, str]
+    ) -> NoSpaceError | None:
+        """After a failed save: the partial directory removed; for want of space (ENOSPC,
+        EDQUOT, or torch's errno-less write error on a full disk), the error to raise.
+        `free`: what was free when the save began."""
+        need, how = self.expected_bytes()
+        full = is_no_space(err) or (
+            isinstance(err, RuntimeError) and free_bytes(self.dir)[0] < need
+        )
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not full:
+            return None
+        last = self._last_committed()
+        intact = (
+            f"the last committed checkpoint {last.name} is intact and a resume starts there"
+            if last is not None
+            else "no checkpoint was committed yet, so a resume starts from step 0"
+        )
+        why = (str(err).strip().splitlines() or [""])[-1]
+        return NoSpaceError(
+            f"no space to save checkpoint {name} in {self.dir}: it needs about "
+            f"{human(need, how)}, {human(free[0])} {free[1]} when it began; the partial "
+            f"{tmp.name} is removed and {intact}. Free space or raise the quota, then run the "
+            "same command again to resume (python launch/status.py <run or sweep> prints it). "
+            f"The writer said: {type(err).__name__}: {why}"
+        )
 
     def committed(self) -> list[Path]:
         """Committed checkpoints, oldest first (by step)."""
@@ -120,6 +200,21 @@ class CheckpointManager:
         """Collective: every rank calls it. Returns the committed directory."""
         name = f"step_{step:08d}"
         tmp, final = self.dir / f".tmp-{name}", self.dir / name
+        free = self.warn_if_low_space()
+        try:
+            self._write(tmp, engines, state)
+            if self.rank == 0:
+                self._commit(tmp, final, step)
+        except Exception as err:
+            no_space = self._no_space(name, tmp, err, free)
+            if no_space is None:
+                raise
+            raise no_space from None  # one line: the chain is torch's and the OS's echoes
+        barrier()
+        return final
+
+    def _write(self, tmp: Path, engines: dict[str, Any], state: dict[str, Any]) -> None:
+        """Every rank writes its part of the checkpoint into `tmp` (not yet committed)."""
         if self.rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)  # a save that died half-way
             tmp.mkdir(parents=True)
@@ -128,27 +223,27 @@ class CheckpointManager:
             engine.save_checkpoint(str(tmp / key), tag="state", save_latest=False)
         torch.save({**state, "rng": rng_state()}, tmp / f"hpcgen_rank{self.rank:05d}.pt")
         barrier()
-        if self.rank == 0:
-            files = {}
-            for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
-                files[str(path.relative_to(tmp))] = {
-                    "bytes": path.stat().st_size,
-                    "sha256": sha256_file(path),
-                }
-            manifest = {
-                "step": step,
-                "world_size": self.world_size,
-                "created": time.time(),
-                "files": files,
+
+    def _commit(self, tmp: Path, final: Path, step: int) -> None:
+        """Rank 0: the manifest (written last), the rename, `latest`, then retention."""
+        files = {}
+        for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
+            files[str(path.relative_to(tmp))] = {
+                "bytes": path.stat().st_size,
+                "sha256": sha256_file(path),
             }
-            _write_atomic(tmp / MANIFEST, json.dumps(manifest, indent=1))
-            if final.exists():  # a committed one of the same step: keep the new one
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            _write_atomic(self.dir / LATEST, name + "\n")
-            self.prune(keep_name=name)
-        barrier()
-        return final
+        manifest = {
+            "step": step,
+            "world_size": self.world_size,
+            "created": time.time(),
+            "files": files,
+        }
+        _write_atomic(tmp / MANIFEST, json.dumps(manifest, indent=1))
+        if final.exists():  # a committed one of the same step: keep the new one
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _write_atomic(self.dir / LATEST, final.name + "\n")
+        self.prune(keep_name=final.name)
 
     def prune(self, keep_name: str) -> None:
         """Keep the last K, every milestone, and the one `latest` names; delete the rest."""

@@ -205,6 +205,7 @@ def run_prepare(cfg: DictConfig) -> dict[str, Any] | None:
 
 def run_job(cfg: DictConfig) -> dict[str, Any]:
     """The body of every Hydra job (in this process or on a SLURM node)."""
+    from hpcgen.engine.checkpoint import NoSpaceError
     from hpcgen.engine.loop import train  # heavy imports only in the job
     from hpcgen.engine.preemption import Preempted
 
@@ -223,6 +224,9 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     except ConfigError as err:
         print(f"hpcgen: error: {job}: {err}", file=sys.stderr)
         sys.exit(2)
+    except NoSpaceError as err:  # says everything; the traceback would only bury it
+        print(f"hpcgen: error: {job}: {err}", file=sys.stderr, flush=True)
+        sys.exit(1)
     except Preempted:
         raise
     except Exception as err:

@@ -16,7 +16,7 @@ from hpcgen.config import ConfigError, TrainConfig
 from hpcgen.console import StepProgress
 from hpcgen.data.shards import ensure_shards, shard_paths
 from hpcgen.data.stream import ShardStream, to_unit_range
-from hpcgen.engine.checkpoint import CheckpointManager
+from hpcgen.engine.checkpoint import CheckpointManager, estimated_bytes
 from hpcgen.engine.deepspeed_engine import check_precision
 from hpcgen.engine.distributed import (
     RankLayout,
@@ -116,7 +116,9 @@ def train(
         layout.world_size,
         cfg.trainer.keep_last_ckpts,
         cfg.trainer.ckpt_milestone_every_steps,
+        estimated_bytes(task.parameters, layout.world_size),
     )
+    ckpts.warn_if_low_space()
 
     step, images_seen, from_world_size = 0, 0, None
     latest = ckpts.find_latest(cfg.trainer.allow_fresh_start_on_corrupt)
@@ -221,8 +223,11 @@ def train(
     except Preempted:
         raise
     except BaseException as err:
-        record.update(status="failed", error=f"{type(err).__name__}: {err}", ended=time.time())
-        record.add_event("failed", step=step, error=record.data["error"])
+        try:
+            record.update(status="failed", error=f"{type(err).__name__}: {err}", ended=time.time())
+            record.add_event("failed", step=step, error=record.data["error"])
+        except OSError as write_err:  # e.g. the disk is still full: the error itself matters
+            print0(f"WARNING: could not record the failure in {run_dir / 'run.json'}: {write_err}")
         raise
     finally:
         progress.close()

@@ -100,11 +100,15 @@ class RunRecord:
         self.data.update(fields, updated=time.time())
         self.run_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.run_dir / ".run.json.tmp"
-        with open(tmp, "w") as f:  # flushed before the rename: a node crash leaves old or new
-            f.write(json.dumps(self.data, indent=1))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.run_dir / "run.json")
+        try:
+            with open(tmp, "w") as f:  # flushed before the rename: a crash leaves old or new
+                f.write(json.dumps(self.data, indent=1))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.run_dir / "run.json")
+        except OSError:
+            tmp.unlink(missing_ok=True)  # e.g. a full disk: no empty temp file left behind
+            raise
 
     def add_event(self, event: str, **fields: Any) -> None:
         """Append to run.json's history (started, resumed, preempted, completed, failed)."""
