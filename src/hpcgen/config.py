@@ -162,6 +162,8 @@ class GANConfig:
     mbstd_group: int = 4
     ema_kimg: float = 10.0  # half-life of G's EMA in thousands of images (StyleGAN2-ADA)
     ema_rampup: float = 0.05  # half-life at most this fraction of the images seen (0: none)
+    unrolled_steps: int = 0  # Metz et al. 2017: G's loss through K look-ahead D steps (0: off)
+    unrolled_lr: float | None = None  # step size of the look-ahead (null: lr_d)
 
     def __post_init__(self) -> None:
         from hpcgen.gan.augment import AUGMENTATIONS
@@ -179,12 +181,15 @@ class GANConfig:
             "num_fp16_res",
             "ema_kimg",
             "ema_rampup",
+            "unrolled_steps",
         ):
             _check_positive(f"model.{name}", getattr(self, name), allow_zero=True)
         _check_positive("model.ada_interval", self.ada_interval)
         _check_positive("model.mbstd_group", self.mbstd_group)
         if self.conv_clamp is not None:
             _check_positive("model.conv_clamp", self.conv_clamp)
+        if self.unrolled_lr is not None:
+            _check_positive("model.unrolled_lr", self.unrolled_lr)
         for name in ("style_mixing_prob", "augment_p", "pl_decay"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"model.{name}={getattr(self, name)} is not valid: use 0..1")
@@ -220,6 +225,7 @@ class TrainerConfig:
     ckpt_milestone_every_steps: int = 0  # also keep every M-th step for evaluation (0: none)
     preempt_check_every_steps: int = 1  # how often ranks agree on a scheduler signal
     allow_fresh_start_on_corrupt: bool = False  # no valid checkpoint: error, or start over
+    lease_heartbeat_s: float = 30.0  # run-dir lease renewal; a holder elsewhere is dead after 4
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_per_gpu", "log_every_steps", "ckpt_every_steps"):
@@ -230,6 +236,7 @@ class TrainerConfig:
             "trainer.ckpt_milestone_every_steps", self.ckpt_milestone_every_steps, allow_zero=True
         )
         _check_positive("trainer.preempt_check_every_steps", self.preempt_check_every_steps)
+        _check_positive("trainer.lease_heartbeat_s", self.lease_heartbeat_s)
         if self.global_batch is not None:
             _check_positive("trainer.global_batch", self.global_batch)
 
@@ -312,6 +319,12 @@ class TrainConfig:
                 "model.pl_weight>0 with deepspeed=zero3: path-length regularisation "
                 "differentiates G's image with respect to w, which ZeRO-3's wrapped module "
                 "outputs do not allow; use deepspeed=zero2 (or zero1), or model.pl_weight=0"
+            )
+        if isinstance(m, GANConfig) and m.unrolled_steps > 0 and self.deepspeed.zero_stage == 3:
+            raise ConfigError(
+                f"model.unrolled_steps={m.unrolled_steps} with deepspeed=zero3: the look-ahead "
+                "runs D on a functional copy of its full weights, which ZeRO-3 partitions over "
+                "the ranks; use deepspeed=zero2 (or zero1), or model.unrolled_steps=0"
             )
 
     @classmethod

@@ -4,6 +4,7 @@ regularisation; ADA's p follows D's overfitting statistic, averaged over ranks."
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ from hpcgen.engine.ema import EMA, gan_ema_beta
 from hpcgen.gan.augment import AdaController, AugmentPipe
 from hpcgen.gan.interpolate import seeded_latents
 from hpcgen.gan.losses import d_loss, g_loss, gradient_penalty, path_length_penalty, r1_penalty
+from hpcgen.gan.unrolled import unrolled_logits
 from hpcgen.models import stylegan
 from hpcgen.models.summary import layer_summary
 
@@ -162,13 +164,24 @@ class GANTask:
             self.ada.step(self.global_batch, mean_over_ranks)
         out["ada_p"] = self.ada.p
 
-        # G phase: D frozen and called outside its engine, so no gradient reaches D
+        # G phase: D frozen and called outside its engine, so no gradient reaches D; with
+        # unrolled_steps = K, G's loss is taken on D after K look-ahead steps (Metz et al.)
         self.d.module.requires_grad_(False)
         try:
             for real in micro_batches:
                 n = real.shape[0]
                 fake = self.g(self._latents(n), mixing_prob=m.style_mixing_prob)
-                loss = g_loss(m.loss, self.d.module(self._aug(fake)))
+                fake_aug = self._aug(fake)
+                if m.unrolled_steps:
+                    real_aug = self._aug(to_unit_range(real.to(self.device), torch.float32))
+                    d_loss_of_logits = partial(d_loss, m.loss)
+                    lr = m.unrolled_lr or m.lr_d
+                    logits = unrolled_logits(
+                        self.d.module, d_loss_of_logits, real_aug, fake_aug, m.unrolled_steps, lr
+                    )
+                else:
+                    logits = self.d.module(fake_aug)
+                loss = g_loss(m.loss, logits)
                 add("loss_g", loss)
                 if do_pl:  # on half the batch, as StyleGAN2 does, with its own forward
                     img, ws = self.g.module(self._latents(max(n // 2, 1)), return_ws=True)

@@ -63,20 +63,30 @@ class DDPMTask:
         )
         self.generator = noise_generator(self.engine.device, cfg.seed, rank)
 
+    def _draw(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Timesteps, importance weights (loss-aware only) and noise for a batch (B, C, H, W)."""
+        if self.timesteps is None:
+            t = torch.randint(
+                0, self.diffusion.T, (x0.shape[0],), generator=self.generator, device=x0.device
+            )
+            weights = None
+        else:
+            t, weights = self.timesteps.sample(x0.shape[0], self.generator, x0.device)
+        noise = torch.randn(x0.shape, generator=self.generator, device=x0.device, dtype=x0.dtype)
+        return t, weights, noise
+
     def train_step(self, micro_batches: list[torch.Tensor]) -> dict[str, float]:
         totals: dict[str, float] = {}
-        for x0 in micro_batches:
-            x0 = to_unit_range(x0.to(self.engine.device), _module_dtype(self.engine.module))
-            weights = None
-            if self.timesteps is None:
-                t = torch.randint(
-                    0, self.diffusion.T, (x0.shape[0],), generator=self.generator, device=x0.device
-                )
-            else:
-                t, weights = self.timesteps.sample(x0.shape[0], self.generator, x0.device)
-            noise = torch.randn(
-                x0.shape, generator=self.generator, device=x0.device, dtype=x0.dtype
-            )
+        dtype = _module_dtype(self.engine.module)
+        x0s = [to_unit_range(x.to(self.engine.device), dtype) for x in micro_batches]
+        # the step's timesteps and noise are drawn at once and split, so that K accumulated
+        # micro-batches train exactly as one batch K times larger would
+        sizes = [len(x) for x in x0s]
+        t_all, w_all, noise_all = self._draw(torch.cat(x0s))
+        w_split = [None] * len(sizes) if w_all is None else w_all.split(sizes)
+        for x0, t, weights, noise in zip(
+            x0s, t_all.split(sizes), w_split, noise_all.split(sizes), strict=True
+        ):
             terms = training_losses(
                 self.diffusion,
                 self.engine,
