@@ -19,6 +19,7 @@ STATE_STYLE = {
     "PREEMPTED": "magenta",
     "REQUEUED": "magenta",
     "CANCELLED": "red",
+    "DIED": "red",
 }
 
 

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 LOCAL_CLUSTER_HINT = "start the local one with 'sudo slurm/local-cluster.sh start'"
 
@@ -52,6 +53,16 @@ def job_state(job_id: str, timeout_s: float = 10.0) -> str | None:
 
 
 ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED"}
+
+
+def active_jobs_of(submitit_dir: Path) -> dict[str, str]:
+    """{job id: state} of the jobs submitit logged under `submitit_dir` that SLURM still
+    has queued or running (an empty dict when there are none or SLURM is not installed)."""
+    if not submitit_dir.is_dir() or shutil.which("squeue") is None:
+        return {}
+    ids = [p.name for p in submitit_dir.iterdir() if p.is_dir() and p.name[:1].isdigit()]
+    states = {job: job_state(job) for job in ids}
+    return {job: state for job, state in states.items() if state in ACTIVE_STATES}
 
 
 def wait_until_finished(job_ids: list[str], timeout_s: float = 60.0) -> None:

@@ -61,6 +61,8 @@ def job_row(run_dir: Path) -> dict[str, Any]:
     metrics = last_metrics(run_dir)
     job_id = run.get("slurm_job_id")
     slurm_state = slurm.job_state(job_id) if job_id else None
+    if slurm_state is None and run.get("status") == "running" and not _holder_lives(run_dir):
+        slurm_state = "DIED"  # killed without a word (SIGKILL, OOM, a lost node): resumable
     latest = run_dir / "checkpoints" / "latest"
     end = run.get("ended") if run.get("status") != "running" else None
     best = _best_fid(run_dir)
@@ -85,6 +87,14 @@ def job_row(run_dir: Path) -> dict[str, Any]:
         "log": _log_file(run_dir.parent, job_id),
         "error": run.get("error"),
     }
+
+
+def _holder_lives(run_dir: Path) -> bool:
+    """Whether the process that holds the run directory's lease still runs."""
+    from hpcgen.engine.lease import holder_alive, read_lease
+
+    lease = read_lease(run_dir)
+    return lease is not None and holder_alive(lease, float(lease.get("heartbeat_s", 30)))[0]
 
 
 def resume_command(sweep: Path) -> str | None:

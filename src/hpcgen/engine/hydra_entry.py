@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import sys
@@ -144,7 +145,9 @@ def compose_jobs(overrides: list[str], config_name: str) -> list[DictConfig]:
     return jobs
 
 
-def preflight(overrides: list[str], config_name: str = "train") -> list[DictConfig]:
+def preflight(
+    overrides: list[str], config_name: str = "train", multirun: bool = False
+) -> list[DictConfig]:
     """Compose and check every job of the sweep before anything runs or is queued."""
     jobs = compose_jobs(overrides, config_name)
     if any("SlurmLauncher" in str(job.hydra.launcher.get("_target_", "")) for job in jobs):
@@ -153,7 +156,45 @@ def preflight(overrides: list[str], config_name: str = "train") -> list[DictConf
             raise ConfigError(f"hydra/launcher=slurm but SLURM is not reachable: {why}")
     for job in jobs:
         CHECKS[config_name](job)
+    if config_name == "train":
+        check_run_dirs_free(jobs, multirun or jobs[0].hydra.mode == "MULTIRUN")
     return jobs
+
+
+def job_run_dir(job: DictConfig, num: int, multirun: bool) -> Path:
+    """Where Hydra will put job `num`: run.dir, or sweep.dir / sweep.subdir."""
+    if not multirun:
+        return Path(str(job.hydra.run.dir))
+    job = copy.deepcopy(job)  # the caller's config keeps its unset job number
+    OmegaConf.set_readonly(job, False)
+    OmegaConf.set_struct(job, False)
+    job.hydra.job.num = num
+    return Path(str(job.hydra.sweep.dir)) / str(job.hydra.sweep.subdir)
+
+
+def check_run_dirs_free(jobs: list[DictConfig], multirun: bool) -> None:
+    """A relaunch into run directories that live jobs hold (their lease, or their SLURM jobs
+    still queued or running) is refused, naming them all."""
+    from hpcgen.engine.lease import RunBusyError, check_free
+
+    busy = []
+    for num, job in enumerate(jobs):
+        try:
+            check_free(job_run_dir(job, num, multirun), float(job.trainer.lease_heartbeat_s))
+        except RunBusyError as err:
+            busy.append(str(err))
+    sweep = Path(str(jobs[0].hydra.sweep.dir)) if multirun else None
+    queued = slurm.active_jobs_of(sweep / ".submitit") if sweep else {}
+    if queued and not busy:
+        ids = " ".join(sorted(queued))
+        busy.append(
+            f"{sweep} has SLURM jobs that are still queued or running "
+            f"({', '.join(f'{j} {s}' for j, s in sorted(queued.items()))}): they will resume "
+            f"it themselves. Wait for them (python launch/status.py {sweep}) or scancel {ids}, "
+            "then run this command again"
+        )
+    if busy:
+        raise RunBusyError(busy[0] if len(busy) == 1 else " | ".join(busy))
 
 
 def _missing_option_message(err: MissingConfigException) -> str:
@@ -173,8 +214,9 @@ def preflight_or_exit(argv: list[str], config_name: str = "train") -> None:
     """Run preflight on the overrides in argv; one line on stderr and exit 2 when it fails."""
     if any(a.startswith("-") and a not in ("-m", "--multirun") for a in argv):
         return  # --help, --cfg, -cn ...: Hydra's own business
+    multirun = bool({"-m", "--multirun"} & set(argv))
     try:
-        preflight([a for a in argv if not a.startswith("-")], config_name)
+        preflight([a for a in argv if not a.startswith("-")], config_name, multirun)
     except ConfigError as err:
         print(f"hpcgen: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -25,6 +25,7 @@ from hpcgen.engine.distributed import (
     mean_over_ranks,
     print0,
 )
+from hpcgen.engine.lease import RunBusyError, RunLease
 from hpcgen.engine.preemption import Preempted, PreemptionGuard
 from hpcgen.engine.run_record import RunRecord, git_revision, slurm_job_id
 from hpcgen.engine.tasks import build_task
@@ -78,6 +79,35 @@ def train(
     """
     layout: RankLayout = detect_layout()
     device = init_distributed(layout)
+    lease = hold_run_dir(run_dir, layout, cfg.trainer.lease_heartbeat_s)  # before any write
+    try:
+        return _train(cfg, run_dir, layout, device, overrides, signal_delay_s)
+    finally:
+        if lease is not None:
+            lease.release()
+
+
+def hold_run_dir(run_dir: Path, layout: RankLayout, heartbeat_s: float) -> RunLease | None:
+    """Rank 0 takes the run directory's lease; every rank stops when a live job holds it."""
+    lease, refused = (RunLease(run_dir, heartbeat_s), None) if layout.is_main else (None, None)
+    if lease is not None:
+        try:
+            lease.acquire()
+        except RunBusyError as err:
+            refused = err
+    if mean_over_ranks({"refused": float(refused is not None)})["refused"] > 0:
+        raise refused or RunBusyError(f"rank 0 was refused {run_dir} (its log says by whom)")
+    return lease
+
+
+def _train(
+    cfg: TrainConfig,
+    run_dir: Path,
+    layout: RankLayout,
+    device: torch.device,
+    overrides: list[str] | None,
+    signal_delay_s: float | None,
+) -> dict[str, Any]:
     check_precision(cfg.deepspeed, device.type == "cuda")
     cfg.trainer.resolve_batch(layout.world_size, cfg.deepspeed.grad_accum_steps)
     seed_everything(cfg.seed * 1000 + layout.rank)

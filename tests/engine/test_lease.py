@@ -1,0 +1,159 @@
+"""A second launch into a live run directory is refused; a dead holder never blocks a resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from hpcgen.engine.lease import LEASE, RunBusyError, check_free, holder_alive, read_lease
+from hpcgen.engine.run_record import last_metrics, read_metrics, read_run
+from hpcgen.status import sweep_status
+from tests.conftest import REPO
+
+TRAIN = [sys.executable, str(REPO / "launch" / "train.py")]
+
+
+@contextmanager
+def holder(run_dir, step: int) -> Iterator[subprocess.Popen]:
+    """launch/train.py training in `run_dir` past `step`; SIGKILLed on exit (no clean exit:
+    its lease stays behind, as after the OOM killer or a lost node)."""
+    args = ["experiment=smoke", "trainer.max_steps=100000", "trainer.log_every_steps=1",
+            "trainer.ckpt_every_steps=5", f"hydra.run.dir={run_dir}"]  # fmt: skip
+    proc = subprocess.Popen([*TRAIN, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while last_metrics(run_dir).get("step", 0) < step:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+            time.sleep(0.02)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_a_second_launch_is_refused_naming_the_holder_and_a_killed_holder_is_taken_over(tmp_path):
+    run = tmp_path / "run"
+    with holder(run, 3) as first:
+        before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+        started = time.monotonic()
+        second = subprocess.run([*TRAIN, "experiment=smoke", "trainer.max_steps=12",
+                                 f"hydra.run.dir={run}"], capture_output=True, text=True,
+                                timeout=120)  # fmt: skip
+        refused_s = time.monotonic() - started
+        assert second.returncode == 2, second.stderr[-3000:]
+        (line,) = second.stderr.strip().splitlines()
+        assert line.startswith(f"hpcgen: error: {run} is in use by pid {first.pid} on ")
+        assert socket.gethostname() in line and "its process runs on this host" in line
+        assert f"kill {first.pid}" in line and "run this command again to resume" in line
+        touched = [p for p in before if p.stat().st_mtime_ns != before[p]]
+        assert set(touched) <= {run / "metrics.jsonl", run / "run.json", run / LEASE} | {
+            p for p in before if "checkpoints" in p.parts or "samples" in p.parts
+        }, touched  # only the first job's own progress; not .hydra/, not train.log
+        assert (run / ".hydra" / "overrides.yaml").read_text().count("100000") == 1
+        print(f"refused in {refused_s:.1f}s")
+    assert read_lease(run)["pid"] == first.pid
+    shown = sweep_status(run)  # what launch/status.py prints: not RUNNING, and how to resume
+    assert shown["jobs"][0]["state"] == "DIED" and shown["next"][0].startswith("resume")
+    end = last_metrics(run)["step"] + 3  # past what the killed job reached
+    resumed = subprocess.run([*TRAIN, "experiment=smoke", f"trainer.max_steps={end}",
+                              "trainer.log_every_steps=1", "trainer.ckpt_every_steps=5",
+                              f"hydra.run.dir={run}"], capture_output=True, text=True,
+                             timeout=600)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"taking over {run} from pid {first.pid}" in resumed.stdout
+    assert "its process is gone from this host" in resumed.stdout
+    assert [r["step"] for r in read_metrics(run)] == list(range(1, end + 1))
+    assert [e["event"] for e in read_run(run)["events"]] == ["started", "resumed", "completed"]
+    assert not (run / LEASE).exists()  # released at the end
+
+
+@pytest.mark.slow
+def test_the_job_itself_refuses_a_held_run_dir_before_writing(tmp_path):
+    """The check inside train() (what a job that passed preflight meets on its node)."""
+    run = tmp_path / "run"
+    with holder(run, 2) as first:
+        code = (
+            "import sys; from pathlib import Path; from hpcgen.engine.loop import train; "
+            "from tests.engine.test_train_cpu import smoke_config; "
+            f"train(smoke_config('ddpm'), Path({str(run)!r}))"
+        )
+        second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                cwd=REPO, timeout=300)  # fmt: skip
+        assert second.returncode != 0
+        assert "RunBusyError" in second.stderr and f"pid {first.pid}" in second.stderr
+        assert not (run / "checkpoints" / "step_00000020").exists()
+
+
+def lease_of(host: str, age_s: float, job: str | None = None) -> dict:
+    return {"host": host, "pid": 1, "pid_start": "0", "slurm_job_id": job, "token": "x",
+            "started": time.time() - age_s, "heartbeat": time.time() - age_s,
+            "heartbeat_s": 1.0}  # fmt: skip
+
+
+def test_a_holder_on_another_host_lives_while_its_heartbeat_is_fresh(tmp_path):
+    assert holder_alive(lease_of("node-elsewhere", 1.0), 1.0)[0]
+    alive, how = holder_alive(lease_of("node-elsewhere", 10.0), 1.0)
+    assert not alive and "last heartbeat was 10s ago (dead after 4s)" in how
+    (tmp_path / LEASE).write_text(json.dumps(lease_of("node-elsewhere", 10.0)))
+    check_free(tmp_path, 1.0)  # dead: no error
+    (tmp_path / LEASE).write_text(json.dumps(lease_of("node-elsewhere", 0.0)))
+    with pytest.raises(RunBusyError, match="in use by pid 1 on node-elsewhere"):
+        check_free(tmp_path, 1.0)
+    (tmp_path / LEASE).write_text('{"host": "node-elsewhere", "pi')  # cut by a crash
+    check_free(tmp_path, 1.0)
+
+
+@pytest.mark.slurm
+def test_a_holder_with_a_slurm_job_lives_as_long_as_the_job(slurm_cluster, tmp_path):
+    out = subprocess.run(["sbatch", "--parsable", "-o", "/dev/null", "--wrap", "sleep 120"],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    job = out.stdout.strip().split(";")[0]
+    try:
+        lease = lease_of("node-elsewhere", 3600.0, job)  # its heartbeat long stale
+        deadline = time.monotonic() + 60
+        while not holder_alive(lease, 1.0)[0] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        alive, how = holder_alive(lease, 1.0)
+        assert alive and how in (f"SLURM job {job} is RUNNING", f"SLURM job {job} is PENDING")
+    finally:
+        subprocess.run(["scancel", job], check=True)
+    deadline = time.monotonic() + 60
+    while holder_alive(lease, 1.0)[0] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    alive, how = holder_alive(lease, 1.0)
+    assert not alive and how.startswith(f"SLURM job {job} is ")
+
+
+@pytest.mark.slurm
+def test_a_sweep_resume_names_its_slurm_jobs_still_in_the_queue(slurm_cluster, tmp_path):
+    from hpcgen.engine.hydra_entry import preflight
+
+    out = subprocess.run(["sbatch", "--parsable", "-o", "/dev/null", "--wrap", "sleep 120"],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    job = out.stdout.strip().split(";")[0]
+    sweep = tmp_path / "sweep"
+    (sweep / ".submitit" / job).mkdir(parents=True)  # where submitit logs a job it submitted
+    try:
+        with pytest.raises(RunBusyError, match=f"still queued or running \\({job} "):
+            preflight(["model=ddpm,gan", f"hydra.sweep.dir={sweep}"], multirun=True)
+    finally:
+        subprocess.run(["scancel", job], check=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            preflight(["model=ddpm,gan", f"hydra.sweep.dir={sweep}"], multirun=True)
+            break
+        except RunBusyError:
+            time.sleep(0.5)
+    else:
+        pytest.fail(f"preflight still refuses {sweep} after scancel {job}")
