@@ -28,7 +28,7 @@ import torch
 
 from hpcgen.data.shards import sha256_file
 from hpcgen.engine.disk import free_bytes, human, is_no_space
-from hpcgen.engine.distributed import barrier, print0
+from hpcgen.engine.distributed import barrier, mean_over_ranks, print0
 
 MANIFEST = "COMMITTED"
 LATEST = "latest"
@@ -89,9 +89,18 @@ def _write_atomic(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
-def verify(ckpt: Path, world_size: int | None = None, hashes: bool = False) -> dict:
+def verify(
+    ckpt: Path,
+    world_size: int | None = None,
+    hashes: bool = False,
+    share: tuple[int, int] = (0, 1),
+) -> dict:
     """The manifest of a committed checkpoint, or CheckpointError saying what is wrong
-    (with `world_size`, also when it was saved by another number of ranks)."""
+    (with `world_size`, also when it was saved by another number of ranks).
+
+    Sizes are checked always, sha256 with `hashes`: a checkpoint is a pickle, and pickles run
+    code, so nothing is unpickled before its bytes are the ones the run wrote. `share=(r, n)`:
+    this is rank r of n, which hash every n-th file each (one read of the checkpoint in all)."""
     manifest_path = ckpt / MANIFEST
     if not manifest_path.is_file():
         raise CheckpointError(f"{ckpt} has no {MANIFEST} manifest: it was never committed")
@@ -105,12 +114,18 @@ def verify(ckpt: Path, world_size: int | None = None, hashes: bool = False) -> d
             f"{ckpt} was saved by {manifest.get('world_size')} ranks but this job has "
             f"{world_size}: resume with the same number of ranks"
         )
-    for rel, meta in files.items():
+    rank, ranks = share
+    for i, (rel, meta) in enumerate(sorted(files.items())):
         path = ckpt / rel
         if not path.is_file() or path.stat().st_size != meta["bytes"]:
-            raise CheckpointError(f"{path} is missing or its size differs from the manifest")
-        if hashes and sha256_file(path) != meta["sha256"]:
-            raise CheckpointError(f"{path} does not match its sha256 in the manifest")
+            raise CheckpointError(
+                f"{path} is missing or its size differs from the manifest: refusing to load it"
+            )
+        if hashes and i % ranks == rank and sha256_file(path) != meta["sha256"]:
+            raise CheckpointError(
+                f"{path} does not match its sha256 in the manifest (changed after the save: "
+                "bit rot, an edit, or someone else's file): refusing to load it"
+            )
     return manifest
 
 
@@ -129,6 +144,7 @@ class CheckpointManager:
         self.dir = run_dir / "checkpoints"
         self.rank, self.world_size, self.keep_last = rank, world_size, keep_last
         self.milestone_every, self.estimated_bytes = milestone_every, estimated_bytes
+        self._verified: Path | None = None  # hashed by find_latest: load() need not again
 
     def expected_bytes(self) -> tuple[int, str]:
         """(bytes the next save writes, how that is known): the newest checkpoint's size."""
@@ -268,11 +284,8 @@ class CheckpointManager:
             if named in candidates:  # prefer what `latest` names, then older ones
                 candidates = candidates[: candidates.index(named) + 1]
         for ckpt in reversed(candidates):
-            try:
-                verify(ckpt)  # another world size is converted by load()
+            if self._verified_by_all(ckpt) is None:
                 return ckpt
-            except CheckpointError as err:
-                print0(f"WARNING: skipping checkpoint {ckpt}: {err}; trying an older one")
         if latest_file.is_file() or any(self.dir.glob("step_*")):
             if not allow_fresh_start:
                 raise CheckpointError(
@@ -291,12 +304,29 @@ class CheckpointManager:
             barrier()
         return None
 
+    def _verified_by_all(self, ckpt: Path) -> str | None:
+        """Collective: None when the sizes and sha256 of every file match on every rank (each
+        hashes its share), else what is wrong, as this rank saw it (and printed it)."""
+        try:
+            verify(ckpt, hashes=True, share=(self.rank, self.world_size))  # any world size
+            why = None
+        except CheckpointError as err:
+            why = str(err)
+            print(f"WARNING: skipping checkpoint {ckpt}: {why}; trying an older one", flush=True)
+        if mean_over_ranks({"ok": float(why is None)})["ok"] < 1.0:
+            return why or f"{ckpt} does not verify on another rank (its log names the file)"
+        self._verified = ckpt
+        return None
+
     def load(self, ckpt: Path, engines: dict[str, Any]) -> dict[str, Any]:
         """Collective: restore every engine and return this rank's hpcgen state.
 
         A checkpoint of another world size (ZeRO-1/2) goes through DeepSpeed's universal
         format; every rank then gets rank 0's hpcgen state without its RNGs, and the state
         says `world_size_changed_from` so the caller reseeds and restarts the data stream."""
+        why = None if self._verified == ckpt else self._verified_by_all(ckpt)
+        if why is not None:
+            raise CheckpointError(why)
         saved_world = json.loads((ckpt / MANIFEST).read_text())["world_size"]  # verified by find
         changed = saved_world != self.world_size
         if changed:

@@ -76,8 +76,9 @@ def load_network(ckpt: Path, device: torch.device) -> tuple[TrainConfig, torch.n
 
 
 def _verify_any_world_size(ckpt: Path) -> dict:
+    """Sizes and sha256 of every file before anything of it is unpickled."""
     try:
-        return verify(ckpt)
+        return verify(ckpt, hashes=True)
     except CheckpointError as err:
         raise ConfigError(
             f"ckpt={ckpt} is not a committed hpcgen checkpoint ({err}): give a "
