@@ -157,3 +157,20 @@ def test_a_sweep_resume_names_its_slurm_jobs_still_in_the_queue(slurm_cluster, t
             time.sleep(0.5)
     else:
         pytest.fail(f"preflight still refuses {sweep} after scancel {job}")
+
+
+def test_a_holder_killed_but_not_yet_reaped_is_dead_and_a_reused_pid_is_not_it():
+    from hpcgen.engine.lease import _start_time, me
+
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        lease = {**me(), "pid": proc.pid, "heartbeat": time.time(), "heartbeat_s": 30.0}
+        lease["pid_start"] = _start_time(proc.pid)
+        assert holder_alive(lease, 30.0) == (True, "its process runs on this host")
+        assert not holder_alive({**lease, "pid_start": "1"}, 30.0)[0]  # another process
+        proc.send_signal(signal.SIGKILL)
+        time.sleep(0.2)  # a zombie now: its /proc entry stays until it is reaped
+        assert holder_alive(lease, 30.0) == (False, "its process is gone from this host")
+    finally:
+        proc.kill()
+        proc.wait()
