@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
 from hpcgen.engine.checkpoint import CheckpointManager, NoSpaceError, verify
 from hpcgen.engine.disk import parse_quota
 from hpcgen.engine.loop import train
-from hpcgen.engine.run_record import read_metrics, read_run
+from hpcgen.engine.run_record import last_metrics, read_metrics, read_run
+from hpcgen.status import sweep_status
 from tests.conftest import REPO
 from tests.engine.test_train_cpu import smoke_config
 
@@ -78,6 +81,41 @@ def test_a_first_save_without_room_says_the_run_restarts_from_step_0(tmpfs, caps
     assert CheckpointManager(tmpfs / "run", 0, 1, 3).committed() == []
     assert not list((tmpfs / "run").rglob(".tmp-*"))
     assert read_run(tmpfs / "run")["status"] == "failed"
+
+
+def fill_when_logged(run, step: int, filler) -> threading.Thread:
+    """Once metrics.jsonl reaches `step`, fill the filesystem up (another job's output)."""
+
+    def fill() -> None:
+        while last_metrics(run).get("step", 0) < step:
+            time.sleep(0.005)
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass  # full
+
+    thread = threading.Thread(target=fill, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_up_between_saves_is_one_error_and_the_run_resumes(tmpfs, capsys):
+    resize(tmpfs, "16m")
+    run, args = tmpfs / "run", [*ARGS, "trainer.max_steps=1000", "trainer.log_every_steps=1"]
+    filler = fill_when_logged(run, 7, tmpfs / "someone-elses-file")
+    with pytest.raises(NoSpaceError, match="no space left writing ") as err:
+        train(smoke_config("ddpm", *args), run)
+    filler.join()
+    assert "step_00000005 is intact and a resume starts there" in str(err.value)
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+    (tmpfs / "someone-elses-file").unlink()
+    assert sweep_status(run)["jobs"][0]["state"] in ("FAILED", "DIED")  # not RUNNING
+    assert train(smoke_config("ddpm", *ARGS), run)["step"] == 20
+    assert [r["step"] for r in read_metrics(run)][-1] == 20
 
 
 def test_quota_output_of_lfs_and_quota_gives_the_bytes_left():

@@ -42,12 +42,6 @@ class NoSpaceError(CheckpointError):
     """A save ran out of disk space or quota; the message names sizes and how to resume."""
 
 
-def estimated_bytes(parameters: dict[str, int], world_size: int) -> int:
-    """A checkpoint's size before the first one measures it: fp32 weights, Adam's master copy
-    and two moments, and one EMA copy in each rank's state file (an upper bound for bf16)."""
-    return 4 * sum(parameters.values()) * (4 + world_size)
-
-
 def rng_state() -> dict[str, Any]:
     """RNG states as tensors and plain values only, so the file loads with weights_only=True."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -190,19 +184,25 @@ class CheckpointManager:
         shutil.rmtree(tmp, ignore_errors=True)
         if not full:
             return None
+        why = (str(err).strip().splitlines() or [""])[-1]
+        return NoSpaceError(
+            f"no space to save checkpoint {name} in {self.dir}: it needs about "
+            f"{human(need, how)}, {human(free[0])} {free[1]} when it began; the partial "
+            f"{tmp.name} is removed and {self.resume_note()}. The writer said: "
+            f"{type(err).__name__}: {why}"
+        )
+
+    def resume_note(self) -> str:
+        """What survives a run that failed for want of space, and how to go on."""
         last = self._last_committed()
         intact = (
             f"the last committed checkpoint {last.name} is intact and a resume starts there"
             if last is not None
             else "no checkpoint was committed yet, so a resume starts from step 0"
         )
-        why = (str(err).strip().splitlines() or [""])[-1]
-        return NoSpaceError(
-            f"no space to save checkpoint {name} in {self.dir}: it needs about "
-            f"{human(need, how)}, {human(free[0])} {free[1]} when it began; the partial "
-            f"{tmp.name} is removed and {intact}. Free space or raise the quota, then run the "
-            "same command again to resume (python launch/status.py <run or sweep> prints it). "
-            f"The writer said: {type(err).__name__}: {why}"
+        return (
+            f"{intact}. Free space or raise the quota, then run the same command again to "
+            "resume (python launch/status.py <run or sweep> prints it)"
         )
 
     def committed(self) -> list[Path]:

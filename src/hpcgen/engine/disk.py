@@ -16,6 +16,12 @@ from pathlib import Path
 NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
 
+def estimated_bytes(parameters: dict[str, int], world_size: int) -> int:
+    """A checkpoint's size before the first one measures it: fp32 weights, Adam's master copy
+    and two moments, and one EMA copy in each rank's state file (an upper bound for bf16)."""
+    return 4 * sum(parameters.values()) * (4 + world_size)
+
+
 def is_no_space(err: BaseException) -> bool:
     """Whether ENOSPC or EDQUOT is anywhere in the exception's chain."""
     seen: set[int] = set()

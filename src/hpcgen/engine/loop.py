@@ -16,8 +16,9 @@ from hpcgen.config import ConfigError, TrainConfig
 from hpcgen.console import StepProgress
 from hpcgen.data.shards import ensure_shards, shard_paths
 from hpcgen.data.stream import ShardStream, to_unit_range
-from hpcgen.engine.checkpoint import CheckpointManager, estimated_bytes
+from hpcgen.engine.checkpoint import CheckpointManager, NoSpaceError
 from hpcgen.engine.deepspeed_engine import check_precision
+from hpcgen.engine.disk import estimated_bytes, is_no_space
 from hpcgen.engine.distributed import (
     RankLayout,
     detect_layout,
@@ -252,13 +253,19 @@ def _train(
                     guard.leave(decision, layout.rank)
     except Preempted:
         raise
-    except BaseException as err:
+    except BaseException as caught:
+        err = caught
+        if is_no_space(caught) and not isinstance(caught, NoSpaceError):  # a log line, run.json
+            where = getattr(caught, "filename", None) or f"into {run_dir}"
+            err = NoSpaceError(f"no space left writing {where} ({caught}): {ckpts.resume_note()}")
         try:
             record.update(status="failed", error=f"{type(err).__name__}: {err}", ended=time.time())
             record.add_event("failed", step=step, error=record.data["error"])
         except OSError as write_err:  # e.g. the disk is still full: the error itself matters
             print0(f"WARNING: could not record the failure in {run_dir / 'run.json'}: {write_err}")
-        raise
+        if err is caught:
+            raise
+        raise err from None  # one line: the chain is only the OS's echoes
     finally:
         progress.close()
         stream.close()
