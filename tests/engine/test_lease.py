@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from hpcgen.engine.distributed import free_port, loopback_rank_env
 from hpcgen.engine.lease import LEASE, RunBusyError, check_free, holder_alive, read_lease
 from hpcgen.engine.run_record import last_metrics, read_metrics, read_run
 from hpcgen.status import sweep_status
@@ -78,19 +79,32 @@ def test_a_second_launch_is_refused_naming_the_holder_and_a_killed_holder_is_tak
 
 
 @pytest.mark.slow
-def test_the_job_itself_refuses_a_held_run_dir_before_writing(tmp_path):
-    """The check inside train() (what a job that passed preflight meets on its node)."""
+def test_the_job_itself_refuses_a_held_run_dir_on_every_rank_before_writing(tmp_path):
+    """The check inside train(), what a job that passed preflight meets on its node: rank 0
+    is refused, rank 1 hears it at once instead of waiting in the first collective."""
     run = tmp_path / "run"
     with holder(run, 2) as first:
         code = (
-            "import sys; from pathlib import Path; from hpcgen.engine.loop import train; "
+            "from pathlib import Path; from hpcgen.engine.loop import train; "
             "from tests.engine.test_train_cpu import smoke_config; "
-            f"train(smoke_config('ddpm'), Path({str(run)!r}))"
+            f"train(smoke_config('ddpm', 'trainer.global_batch=16'), Path({str(run)!r}))"
         )
-        second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                cwd=REPO, timeout=300)  # fmt: skip
-        assert second.returncode != 0
-        assert "RunBusyError" in second.stderr and f"pid {first.pid}" in second.stderr
+        port, started = free_port(), time.monotonic()
+        ranks = [
+            subprocess.Popen(
+                [sys.executable, "-c", code],
+                env=loopback_rank_env(r, 2, port),
+                cwd=REPO,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            for r in (0, 1)
+        ]
+        errors = [p.communicate(timeout=300)[1] for p in ranks]
+        assert all(p.returncode != 0 for p in ranks)
+        assert f"RunBusyError: {run} is in use by pid {first.pid}" in errors[0]
+        assert f"RunBusyError: rank 0 could not take {run}" in errors[1]
+        print(f"both ranks out in {time.monotonic() - started:.1f}s")
         assert not (run / "checkpoints" / "step_00000020").exists()
 
 

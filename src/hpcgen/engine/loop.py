@@ -94,10 +94,10 @@ def hold_run_dir(run_dir: Path, layout: RankLayout, heartbeat_s: float) -> RunLe
     if lease is not None:
         try:
             lease.acquire()
-        except RunBusyError as err:
+        except Exception as err:  # busy, or the directory cannot be written: no rank goes on
             refused = err
     if mean_over_ranks({"refused": float(refused is not None)})["refused"] > 0:
-        raise refused or RunBusyError(f"rank 0 was refused {run_dir} (its log says by whom)")
+        raise refused or RunBusyError(f"rank 0 could not take {run_dir} (its log says why)")
     return lease
 
 
