@@ -97,7 +97,7 @@ def test_the_job_itself_refuses_a_held_run_dir_on_every_rank_before_writing(tmp_
                 cwd=REPO,
                 stderr=subprocess.PIPE,
                 text=True,
-            )  # fmt: skip
+            )
             for r in (0, 1)
         ]
         errors = [p.communicate(timeout=300)[1] for p in ranks]
@@ -125,6 +125,21 @@ def test_a_holder_on_another_host_lives_while_its_heartbeat_is_fresh(tmp_path):
         check_free(tmp_path, 1.0)
     (tmp_path / LEASE).write_text('{"host": "node-elsewhere", "pi')  # cut by a crash
     check_free(tmp_path, 1.0)
+
+
+def test_this_slurm_jobs_own_lease_is_an_earlier_attempt_and_another_step_must_beat(
+    monkeypatch,
+):
+    for name in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_STEP_ID", "0")
+    requeued = {**lease_of("node-elsewhere", 3600.0, "4242"), "slurm_step": "0"}
+    alive, how = holder_alive(requeued, 1.0)
+    assert not alive and how == "it was an earlier attempt of this SLURM job 4242"
+    step = {**lease_of("node-elsewhere", 0.0, "4242"), "slurm_step": "1"}  # srun in salloc
+    assert holder_alive(step, 1.0)[0]
+    assert not holder_alive({**step, "heartbeat": time.time() - 10}, 1.0)[0]
 
 
 @pytest.mark.slurm

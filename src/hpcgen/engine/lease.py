@@ -5,7 +5,7 @@ rewritten every `heartbeat_s` by a thread of rank 0. flock is not honoured every
 Lustre), so a second launch reads the file and decides whether its holder still lives:
 
   same host            the pid runs and started when the lease says (pid reuse is not life)
-  same SLURM job id    dead: SLURM runs one attempt of a job at a time (a requeue resumes)
+  same SLURM job+step  dead: SLURM runs one attempt of a job at a time (a requeue resumes)
   another SLURM job    alive while squeue/scontrol show it PENDING, RUNNING, REQUEUED, ...
   otherwise            alive while its heartbeat is younger than `STALE_BEATS` beats
 
@@ -50,8 +50,13 @@ def _start_time(pid: int) -> str | None:
 
 def me() -> dict[str, Any]:
     pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "pid_start": _start_time(pid),
-            "slurm_job_id": slurm_job_id()}  # fmt: skip
+    return {
+        "host": socket.gethostname(),
+        "pid": pid,
+        "pid_start": _start_time(pid),
+        "slurm_job_id": slurm_job_id(),
+        "slurm_step": os.environ.get("SLURM_STEP_ID"),
+    }
 
 
 def read_lease(run_dir: Path) -> dict[str, Any] | None:
@@ -72,8 +77,10 @@ def holder_alive(lease: dict[str, Any], heartbeat_s: float) -> tuple[bool, str]:
             return True, "its process runs on this host"
         return False, "its process is gone from this host"
     if job and job == mine["slurm_job_id"]:
-        return False, f"it was an earlier attempt of this SLURM job {job}"
-    if job:
+        if lease.get("slurm_step") == mine["slurm_step"]:
+            return False, f"it was an earlier attempt of this SLURM job {job}"
+        # another srun step of this allocation, which lives on: only heartbeats tell
+    elif job:
         state = slurm.job_state(job)
         if state is not None or slurm.reachable()[0]:
             alive = state in slurm.ACTIVE_STATES
