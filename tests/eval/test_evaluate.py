@@ -68,6 +68,10 @@ def test_local_evaluation_writes_every_result_and_a_second_run_does_nothing(swee
                 and np.isfinite(result["kid_mean"])
             )
             assert result["comparable_to_published"] is False
+            # the floor: 32 held-out toy bedrooms (indices 256..287) against the same reference
+            assert result["floor_samples"] == 32 and "256..287" in result["floor_images"]
+            assert 0 < result["fid_floor"] < result["fid"]
+            assert result["fid_over_floor"] == pytest.approx(result["fid"] / result["fid_floor"])
             assert (eval_dir / f"step_{step:08d}_interp.png").is_file()
             assert (eval_dir / f"step_{step:08d}_samples.png").is_file()
         assert (eval_dir / "fid_vs_step.png").is_file() and (eval_dir / "kid_vs_step.png").is_file()
@@ -79,6 +83,7 @@ def test_local_evaluation_writes_every_result_and_a_second_run_does_nothing(swee
             assert result["bpd_decoder_cdf"].startswith("tanh")  # the published estimator
     manifest = json.loads((sweep / "eval" / "manifest.json").read_text())
     assert len(manifest["entries"]) == 4
+    assert "data floor" in first.stdout and "FID / floor" in first.stdout
     second = evaluate(f"run={sweep}", *SMALL)
     assert second.returncode == 0 and "nothing to evaluate" in second.stdout
     assert json.loads((sweep / "eval" / "manifest.json").read_text())["entries"] == []

@@ -90,13 +90,19 @@ def evaluate_array_argv(argv: list[str]) -> list[str]:
 
 def _print_results(results: list[dict]) -> None:
     table = Table(title="evaluation", title_justify="left")
-    for name in ("run", "step", "FID", "KID x 1e3", "samples", "extractor", "seconds"):
-        table.add_column(name, justify="left" if name in ("run", "extractor") else "right")
+    columns = ("run", "model", "step", "FID", "data floor", "FID / floor", "KID x 1e3")
+    for name in (*columns, "samples", "extractor", "seconds"):
+        left = name in ("run", "model", "extractor")
+        table.add_column(name, justify="left" if left else "right")
     for r in results:
+        floor = r.get("fid_floor")
         table.add_row(
             Path(r["ckpt"]).parent.parent.name,
+            r["model"],
             str(r["step"]),
             f"{r['fid']:.2f}",
+            "-" if floor is None else f"{floor:.2f}",
+            "-" if floor is None else f"{r['fid'] / floor:.1f}x",
             f"{1e3 * r['kid_mean']:.2f} ± {1e3 * r['kid_std']:.2f}",
             str(r["num_samples"]),
             r["extractor"],

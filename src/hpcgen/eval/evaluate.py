@@ -23,6 +23,7 @@ from hpcgen.data.stream import to_unit_range
 from hpcgen.diffusion.gaussian import DECODER_CDFS
 from hpcgen.engine.run_record import read_run
 from hpcgen.eval.features import EXTRACTORS, Extractor, build_extractor
+from hpcgen.eval.floor import data_floor
 from hpcgen.eval.inception import weights_dir
 from hpcgen.eval.metrics import feature_statistics, frechet_distance, kernel_inception_distance
 from hpcgen.eval.plot import line_plot
@@ -303,6 +304,9 @@ def evaluate_checkpoint(entry: dict, ecfg: EvalConfig, force: bool = False) -> d
     kid_mean, kid_std = kernel_inception_distance(
         gen, ref["features"], ecfg.kid_subsets, ecfg.kid_subset_size, ecfg.seed
     )
+    floor = data_floor(
+        root, manifest, extractor, ref, len(gen), ecfg.kid_subsets, ecfg.kid_subset_size
+    )
     eval_dir = out.parent
     eval_dir.mkdir(parents=True, exist_ok=True)
     save_image((grid + 1) / 2, eval_dir / f"{ckpt.name}_samples.png", nrow=8, padding=1)
@@ -319,6 +323,8 @@ def evaluate_checkpoint(entry: dict, ecfg: EvalConfig, force: bool = False) -> d
         "fid": fid,
         "kid_mean": kid_mean,
         "kid_std": kid_std,
+        **(floor or {}),
+        "fid_over_floor": fid / floor["fid_floor"] if floor else None,
         "num_samples": len(gen),
         "ref_samples": int(ref["n"]),
         "ref_cache": str(ref["path"]),
