@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from hpcgen import slurm
+from hpcgen.engine.run_dir import COMMIT_MANIFEST
 from hpcgen.engine.run_record import last_metrics, read_run
 from tests.conftest import REPO, compose_train, run_train
 
@@ -80,7 +81,7 @@ def test_two_ranks_on_one_node_train_under_zero2(slurm_cluster, tmp_path):
         "hpcgen_rank00000.pt",
         "hpcgen_rank00001.pt",
     }
-    manifest = json.loads((ckpt / "COMMITTED").read_text())
+    manifest = json.loads((ckpt / COMMIT_MANIFEST).read_text())
     assert manifest["world_size"] == 2
 
 

@@ -75,6 +75,7 @@ def test_a_killed_sweep_shows_its_state_and_resumes_with_the_printed_command(tmp
         "kimg",
         "images_per_s",
         "losses",
+        "peak_memory_gb",
         "latest_checkpoint",
         "preemptions",
         "best_fid",

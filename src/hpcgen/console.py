@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from hpcgen.engine.run_dir import sample_grids
 from hpcgen.status import log_tail, sweep_status
 
 STATE_STYLE = {
@@ -93,7 +94,7 @@ def print_status(status: dict[str, Any], title: str, console: Console | None = N
     console = console or wide_console()
     console.print(status_table(status, title))
     for row in status["jobs"]:
-        grids = sorted((Path(row["run_dir"]) / "samples").glob("step_*.png"))
+        grids = sample_grids(Path(row["run_dir"]))
         where = [f"run dir {row['run_dir']}"] + ([f"samples {grids[-1]}"] if grids else [])
         where += [f"log {row['log']}"] if row["log"] else []
         console.print(

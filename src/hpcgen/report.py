@@ -16,14 +16,28 @@ from typing import Any
 import yaml
 from PIL import Image
 
+from hpcgen.engine.metric_groups import LOSSES, keys_of
+from hpcgen.engine.run_dir import (
+    checkpoint_dir,
+    commit_manifest,
+    committed_checkpoints,
+    eval_dir,
+    eval_figures,
+    latest_name,
+    sample_grids,
+)
 from hpcgen.engine.run_record import read_metrics, read_run
 from hpcgen.eval.evaluate import run_results
 from hpcgen.status import log_tail, run_dirs, sweep_status
 from hpcgen.svgplot import line_chart
 
-# metrics.jsonl keys that are not losses; what remains is plotted as the loss curves
-NOT_LOSSES = ("step", "kimg", "images_per_s", "max_rss_gb", "skipped_samples", "time")
-D_OUTPUTS = ("d_real", "d_fake", "ada_p")
+# the charts of metrics.jsonl, by metric_groups' group: (group, title, GAN only)
+CHARTS = (
+    (LOSSES, "losses", False),
+    ("d_outputs", "D(real), D(fake), ADA p", True),
+    ("throughput", "throughput (images/s)", False),
+    ("memory", "peak memory (GB)", False),
+)
 
 STYLE = """
 body { font-family: sans-serif; margin: 24px; color: #222; max-width: 1400px; }
@@ -107,11 +121,6 @@ def _config(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def _newest(paths: list[Path]) -> Path | None:
-    steps = [(int(p.name.split("_")[1].split(".")[0]), p) for p in paths]
-    return max(steps)[1] if steps else None
-
-
 def config_section(dirs: list[Path]) -> str:
     """Keys whose value differs between jobs (the sweep's axes), then each full config."""
     configs = {d.name: _config(d) for d in dirs}
@@ -134,20 +143,14 @@ def config_section(dirs: list[Path]) -> str:
 
 def _charts(run_dir: Path, model: str | None, results: list[dict]) -> list[str]:
     metrics = read_metrics(run_dir)
-    skip = (*NOT_LOSSES, *D_OUTPUTS)
-    loss_keys = sorted(
-        {k for m in metrics for k in m}
-        - set(skip)
-        - {k for m in metrics for k in m if k.startswith(("lr_", "grad_norm", "loss_scale"))}
-    )
-    charts = [
-        line_chart({k: [(m["step"], m[k]) for m in metrics if k in m] for k in loss_keys}, "losses")
-    ]
-    if model == "gan":
-        series = {k: [(m["step"], m[k]) for m in metrics if k in m] for k in D_OUTPUTS}
-        charts.append(line_chart(series, "D(real), D(fake), ADA p"))
-    rate = [(m["step"], m["images_per_s"]) for m in metrics if "images_per_s" in m]
-    charts.append(line_chart({"images/s": rate}, "throughput"))
+    present = {k for m in metrics for k in m}
+    charts = []
+    for group, title, gan_only in CHARTS:
+        keys = keys_of(group, present)
+        if (gan_only and model != "gan") or (group != LOSSES and not keys):
+            continue
+        series = {k: [(m["step"], m[k]) for m in metrics if k in m] for k in keys}
+        charts.append(line_chart(series, title))
     if results:
         fid = {"FID": [(r["step"], r["fid"]) for r in results]}
         kid = {"KID x 1e3": [(r["step"], 1e3 * r["kid_mean"]) for r in results]}
@@ -161,21 +164,20 @@ def _charts(run_dir: Path, model: str | None, results: list[dict]) -> list[str]:
 
 def _images(run_dir: Path) -> list[str]:
     figures = []
-    sample = _newest(list((run_dir / "samples").glob("step_*.png")))
-    if sample:
-        figures.append(_png(sample, f"training samples (EMA), {sample.stem}", 320))
-    eval_dir = run_dir / "eval"
+    samples = sample_grids(run_dir)
+    if samples:
+        figures.append(_png(samples[-1], f"training samples (EMA), {samples[-1].stem}", 320))
     for suffix, what in (("samples", "evaluation samples"), ("interp", "interpolation")):
-        found = _newest(list(eval_dir.glob(f"step_*_{suffix}.png")))
+        found = eval_figures(run_dir, suffix)
         if found:
-            figures.append(_png(found, f"{what}, {found.stem.rsplit('_', 1)[0]}", 480))
+            figures.append(_png(found[-1], f"{what}, {found[-1].stem.rsplit('_', 1)[0]}", 480))
     for name, what in (("augment.png", "ADA augmentations"), ("noising.png", "noising x0 -> xT")):
-        for folder in (run_dir, eval_dir):
+        for folder in (run_dir, eval_dir(run_dir)):
             if (folder / name).is_file():
                 figures.append(_png(folder / name, what))
-    prediction = _newest(list(eval_dir.glob("step_*_noise_prediction.png")))
+    prediction = eval_figures(run_dir, "noise_prediction")
     if prediction:
-        figures.append(_png(prediction, f"predicted vs true noise, {prediction.stem[:13]}"))
+        figures.append(_png(prediction[-1], f"predicted vs true noise, {prediction[-1].stem[:13]}"))
     return figures
 
 
@@ -197,11 +199,11 @@ def _history(run_dir: Path, run: dict[str, Any], results: list[dict]) -> str:
         parts.append(
             _table(["time", "event", "step", "checkpoint", "SLURM job", "save s / error"], rows)
         )
-    ckpt_dir = run_dir / "checkpoints"
-    latest = (ckpt_dir / "latest").read_text().strip() if (ckpt_dir / "latest").is_file() else None
+    ckpt_dir = checkpoint_dir(run_dir)
+    latest = latest_name(ckpt_dir)
     evaluated = {r["step"]: r["fid"] for r in results}
     crows = []
-    for manifest in sorted(ckpt_dir.glob("step_*/COMMITTED")):
+    for manifest in map(commit_manifest, committed_checkpoints(ckpt_dir)):
         try:
             meta = json.loads(manifest.read_text())
         except (OSError, json.JSONDecodeError):

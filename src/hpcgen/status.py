@@ -15,6 +15,15 @@ from typing import Any
 import yaml
 
 from hpcgen import slurm
+from hpcgen.engine.metric_groups import LOSSES, keys_of, metric_group
+from hpcgen.engine.run_dir import (
+    checkpoint_dir,
+    committed_checkpoints,
+    latest_name,
+    result_path,
+    result_paths,
+    step_of,
+)
 from hpcgen.engine.run_record import last_metrics, read_run
 
 
@@ -28,12 +37,12 @@ def run_dirs(path: Path) -> list[Path]:
 
 def _best_fid(run_dir: Path) -> tuple[float, int] | None:
     best = None
-    for path in (run_dir / "eval").glob("step_*.json"):
+    for path in result_paths(run_dir):
         try:
             fid = json.loads(path.read_text())["fid"]
         except (OSError, json.JSONDecodeError, KeyError):
             continue
-        step = int(path.stem.split("_")[1])
+        step = step_of(path)
         if best is None or fid < best[0]:
             best = (float(fid), step)
     return best
@@ -63,7 +72,6 @@ def job_row(run_dir: Path) -> dict[str, Any]:
     slurm_state = slurm.job_state(job_id) if job_id else None
     if slurm_state is None and run.get("status") == "running" and not _holder_lives(run_dir):
         slurm_state = "DIED"  # killed without a word (SIGKILL, OOM, a lost node): resumable
-    latest = run_dir / "checkpoints" / "latest"
     end = run.get("ended") if run.get("status") != "running" else None
     best = _best_fid(run_dir)
     return {
@@ -78,8 +86,11 @@ def job_row(run_dir: Path) -> dict[str, Any]:
         "max_steps": run.get("max_steps"),
         "kimg": metrics.get("kimg"),
         "images_per_s": metrics.get("images_per_s"),
-        "losses": run.get("last_losses") or {},
-        "latest_checkpoint": latest.read_text().strip() if latest.is_file() else None,
+        "losses": {
+            k: v for k, v in (run.get("last_losses") or {}).items() if metric_group(k) == LOSSES
+        },
+        "peak_memory_gb": next((metrics[k] for k in keys_of("memory", metrics)), None),
+        "latest_checkpoint": latest_name(checkpoint_dir(run_dir)),
         "preemptions": run.get("preemptions", 0),
         "best_fid": {"fid": best[0], "step": best[1]} if best else None,
         "skipped_samples": run.get("skipped_samples", metrics.get("skipped_samples", 0)),
@@ -138,8 +149,8 @@ def sweep_status(path: Path) -> dict[str, Any]:
 
 def _unevaluated(run_dir: Path) -> int:
     """Committed checkpoints without eval/step_N.json (what launch/evaluate.py would do)."""
-    committed = [p.parent.name for p in (run_dir / "checkpoints").glob("step_*/COMMITTED")]
-    return sum(not (run_dir / "eval" / f"{name}.json").is_file() for name in committed)
+    committed = committed_checkpoints(checkpoint_dir(run_dir))
+    return sum(not result_path(ckpt).is_file() for ckpt in committed)
 
 
 def _rerun_command(run_dir: Path) -> str | None:

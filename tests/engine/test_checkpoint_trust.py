@@ -12,6 +12,7 @@ import torch
 from hpcgen.config import ConfigError
 from hpcgen.engine.generate import load_network
 from hpcgen.engine.loop import train
+from hpcgen.engine.run_dir import COMMIT_MANIFEST, model_states_file, rank_state_file
 from tests.engine.test_train_cpu import smoke_config
 
 pytestmark = pytest.mark.slow
@@ -39,9 +40,9 @@ def test_a_tampered_deepspeed_file_of_the_same_size_is_never_unpickled(tmp_path,
     run, marker = tmp_path / "run", tmp_path / "EXPLOITED"
     train(smoke_config("ddpm", *args), run)
     newest = run / "checkpoints" / "step_00000010"
-    plant_same_size_exploit(newest / "unet" / "state" / "mp_rank_00_model_states.pt", marker)
-    plant_same_size_exploit(newest / "hpcgen_rank00000.pt", marker)
-    evil = (newest / "unet" / "state" / "mp_rank_00_model_states.pt").read_bytes()
+    plant_same_size_exploit(newest / model_states_file("unet"), marker)
+    plant_same_size_exploit(newest / rank_state_file(0), marker)
+    evil = (newest / model_states_file("unet")).read_bytes()
 
     with pytest.raises(ConfigError, match="does not match its sha256 .* refusing to load it"):
         load_network(newest, torch.device("cpu"))  # launch/generate.py and evaluate's loader
@@ -54,7 +55,7 @@ def test_a_tampered_deepspeed_file_of_the_same_size_is_never_unpickled(tmp_path,
     assert "resumed from" in out and "step_00000005 at step 5" in out
     assert result["step"] == 12 and not marker.exists()
 
-    assert (newest / "COMMITTED").is_file()  # step 10 saved again by the resumed run
+    assert (newest / COMMIT_MANIFEST).is_file()  # step 10 saved again by the resumed run
     (tmp_path / "evil.pt").write_bytes(evil)  # what the check prevents: unpickling runs it
     with pytest.raises(RuntimeError, match="Invalid magic number"):  # after running it
         torch.load(tmp_path / "evil.pt", weights_only=False)

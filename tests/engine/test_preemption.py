@@ -15,6 +15,13 @@ import torch
 from hpcgen.engine.checkpoint import CheckpointError, CheckpointManager
 from hpcgen.engine.loop import train
 from hpcgen.engine.preemption import Preempted
+from hpcgen.engine.run_dir import (
+    COMMIT_MANIFEST,
+    checkpoint_dir,
+    latest_name,
+    latest_step,
+    rank_state_file,
+)
 from hpcgen.engine.run_record import last_metrics
 from tests.engine.test_train_cpu import smoke_config, weights
 
@@ -48,7 +55,7 @@ def test_signal_saves_at_the_next_step_and_resume_matches_the_reference(signum, 
     watcher.join()
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "preempted" and record["preemptions"] == 1
-    saved = int((run / "checkpoints" / "latest").read_text().split("_")[1])
+    saved = latest_step(run)
     assert 30 <= saved < 120 and saved == record["step"]  # nothing lost: saved where it stopped
     train(smoke_config("ddpm", *args), run)
     record = json.loads((run / "run.json").read_text())
@@ -78,7 +85,7 @@ class _Exploit:
 def test_a_checkpoint_file_that_would_run_code_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     train(smoke_config("ddpm", "trainer.max_steps=10"), tmp_path)
-    state_file = tmp_path / "checkpoints" / "step_00000010" / "hpcgen_rank00000.pt"
+    state_file = tmp_path / "checkpoints" / "step_00000010" / rank_state_file(0)
     with open(state_file, "wb") as f:
         pickle.dump({"step": _Exploit()}, f)
     ckpts = CheckpointManager(tmp_path, rank=0, world_size=1, keep_last=3)
@@ -105,7 +112,7 @@ def test_retention_keeps_the_last_k_and_the_milestones(tmp_path):
 
 def test_no_valid_checkpoint_stops_or_with_the_flag_starts_over_keeping_the_files(tmp_path):
     train(smoke_config("ddpm", "trainer.max_steps=10"), tmp_path)
-    for manifest in (tmp_path / "checkpoints").glob("step_*/COMMITTED"):
+    for manifest in (tmp_path / "checkpoints").glob(f"step_*/{COMMIT_MANIFEST}"):
         manifest.write_text("{ not json")
     with pytest.raises(CheckpointError, match="allow_fresh_start_on_corrupt=true"):
         train(smoke_config("ddpm", "trainer.max_steps=10"), tmp_path)
@@ -114,7 +121,7 @@ def test_no_valid_checkpoint_stops_or_with_the_flag_starts_over_keeping_the_file
         tmp_path,
     )
     assert len(list(tmp_path.glob("checkpoints.unverified-*/step_00000010"))) == 1
-    assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step_00000010"
+    assert latest_name(checkpoint_dir(tmp_path)) == "step_00000010"
 
 
 def test_a_save_killed_half_way_is_ignored_and_replaced(tmp_path):
@@ -125,7 +132,7 @@ def test_a_save_killed_half_way_is_ignored_and_replaced(tmp_path):
     assert CheckpointManager(tmp_path, 0, 1, 3).find_latest().name == "step_00000010"
     train(smoke_config("ddpm", "trainer.max_steps=20"), tmp_path)
     assert not half.exists()
-    assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step_00000020"
+    assert latest_name(checkpoint_dir(tmp_path)) == "step_00000020"
 
 
 def test_a_finished_run_started_again_does_nothing(tmp_path):

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from hpcgen.engine.loop import train
+from hpcgen.engine.run_dir import latest_step
 from hpcgen.engine.run_record import RunRecord, last_metrics, read_metrics, read_run
 from tests.conftest import REPO
 from tests.engine.test_train_cpu import smoke_config
@@ -72,7 +73,7 @@ def test_a_run_sigkilled_mid_write_resumes_from_its_checkpoint(tmp_path):
     assert last_metrics(tmp_path) == newest  # status and report still read the run
     assert read_run(tmp_path)["status"] == "running"  # what SIGKILL leaves
 
-    committed = int((tmp_path / "checkpoints" / "latest").read_text().split("_")[1])
+    committed = latest_step(tmp_path)
     assert committed >= 5 and os.path.getsize(path) > 0
     result = train(smoke_config("ddpm", "trainer.max_steps=12", "trainer.log_every_steps=1",
                                 "trainer.ckpt_every_steps=5"), tmp_path)  # fmt: skip

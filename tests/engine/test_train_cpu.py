@@ -13,6 +13,14 @@ from PIL import Image
 from hpcgen.engine.checkpoint import CheckpointError, CheckpointManager, verify
 from hpcgen.engine.hydra_entry import to_train_config
 from hpcgen.engine.loop import train
+from hpcgen.engine.run_dir import (
+    COMMIT_MANIFEST,
+    checkpoint_dir,
+    checkpoint_path,
+    latest_name,
+    model_states_file,
+    rank_state_file,
+)
 from tests.conftest import compose_train, run_train
 
 pytestmark = pytest.mark.slow
@@ -23,7 +31,7 @@ def smoke_config(model: str, *extra: str):
 
 
 def weights(run_dir, step, engine):
-    path = run_dir / f"checkpoints/step_{step:08d}/{engine}/state/mp_rank_00_model_states.pt"
+    path = checkpoint_path(checkpoint_dir(run_dir), step) / model_states_file(engine)
     return torch.load(path, weights_only=False)["module"]
 
 
@@ -44,7 +52,7 @@ def test_training_writes_the_run_directory(model, tmp_path):
     assert all(0 < m["max_rss_gb"] < 64 for m in metrics)
     grid = Image.open(tmp_path / "samples" / "step_00000020.png")
     assert grid.size == (3 * 17 + 1, 3 * 17 + 1)  # 8 samples of 16 px, 3 per row, 1 px padding
-    assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step_00000020"
+    assert latest_name(checkpoint_dir(tmp_path)) == "step_00000020"
     manifest = verify(tmp_path / "checkpoints" / "step_00000020", world_size=1, hashes=True)
     assert manifest["step"] == 20
     assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
@@ -100,7 +108,7 @@ def test_resumed_run_matches_uninterrupted_run(model, extra, tmp_path):
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
     train(smoke_config("ddpm"), tmp_path)
     ckpts = CheckpointManager(tmp_path, rank=0, world_size=1, keep_last=2)
-    broken = tmp_path / "checkpoints" / "step_00000020" / "hpcgen_rank00000.pt"
+    broken = tmp_path / "checkpoints" / "step_00000020" / rank_state_file(0)
     broken.write_bytes(broken.read_bytes()[:100])
     assert ckpts.find_latest() == tmp_path / "checkpoints" / "step_00000010"
     assert "skipping checkpoint" in capsys.readouterr().out
@@ -112,7 +120,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caps
 def test_uncommitted_checkpoint_is_never_loaded(tmp_path):
     train(smoke_config("ddpm", "trainer.max_steps=10"), tmp_path)
     step10 = tmp_path / "checkpoints" / "step_00000010"
-    (step10 / "COMMITTED").rename(tmp_path / "COMMITTED.bak")
+    (step10 / COMMIT_MANIFEST).rename(tmp_path / "COMMITTED.bak")
     ckpts = CheckpointManager(tmp_path, rank=0, world_size=1, keep_last=2)
     with pytest.raises(CheckpointError):
         ckpts.find_latest()
@@ -155,7 +163,7 @@ def test_ddpm_variants_train_and_sample(options, tmp_path):
 def test_zero3_run_keeps_an_ema_that_generate_uses(tmp_path):
     train(smoke_config("gan", "deepspeed=zero3", "trainer.max_steps=10"), tmp_path)
     ckpt = tmp_path / "checkpoints" / "step_00000010"
-    state = torch.load(ckpt / "hpcgen_rank00000.pt", weights_only=True)
+    state = torch.load(ckpt / rank_state_file(0), weights_only=True)
     ema = state["task"]["ema"]
     assert "synthesis.b16.conv1.weight" in ema and state["task"]["images_seen"] == 80
     # ZeRO-3 partitions the trained weights: the EMA is the full network, in fp32

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from hpcgen.engine.loop import train
+from hpcgen.engine.run_dir import rank_state_file
 from tests.engine.test_train_cpu import smoke_config, weights
 
 pytestmark = pytest.mark.slow
@@ -50,7 +51,7 @@ def test_gan_training_path_trains_and_resumes_bitwise(path, tmp_path):
         assert all(m["gp"] > 0 for m in lines)
     elif path == "path-length":  # lazy: every 2nd G step, and its running mean is checkpointed
         assert [("pl" in m) for m in lines] == [True, False] * 4
-        state = torch.load(straight / "checkpoints/step_00000008/hpcgen_rank00000.pt")
+        state = torch.load(straight / "checkpoints/step_00000008" / rank_state_file(0))
         assert state["task"]["pl_mean"] > 0
     elif path == "fixed-augment-p":
         assert all(m["ada_p"] == 0.5 for m in lines)

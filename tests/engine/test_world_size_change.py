@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from hpcgen.engine.distributed import free_port, loopback_rank_env
+from hpcgen.engine.run_dir import COMMIT_MANIFEST, model_states_file
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -41,14 +42,14 @@ def test_a_two_rank_checkpoint_resumes_on_one_rank_through_the_universal_format(
     assert "was saved by 2 ranks, this job has 1: converting it" in done.stdout
     # DeepSpeed's conversion carried the weights over exactly
     saved = torch.load(
-        run / "checkpoints/step_00000006/unet/state/mp_rank_00_model_states.pt", weights_only=False
+        run / "checkpoints/step_00000006" / model_states_file("unet"), weights_only=False
     )["module"]
     zero = run / "checkpoints/universal-step_00000006/unet/universal/zero"
     for name, value in saved.items():
         assert torch.equal(torch.load(zero / name / "fp32.pt")["param"], value), name
     # the optimizer state carried over too: Adam has taken 10 steps, not 4
     final = run / "checkpoints/step_00000010"
-    assert json.loads((final / "COMMITTED").read_text())["world_size"] == 1
+    assert json.loads((final / COMMIT_MANIFEST).read_text())["world_size"] == 1
     optim = torch.load(
         final / "unet/state/zero_pp_rank_0_mp_rank_00_optim_states.pt", weights_only=False
     )["optimizer_state_dict"]["base_optimizer_state"]["state"]
@@ -69,4 +70,4 @@ def test_a_zero3_checkpoint_of_another_world_size_is_refused_with_both_sizes(tmp
     assert done.returncode != 0
     assert "saved by 2 ranks but this job has 1" in done.stdout
     assert "resume this ZeRO-3 run with 2 ranks" in done.stdout
-    assert (run / "checkpoints/step_00000003/COMMITTED").is_file()  # nothing lost
+    assert (run / "checkpoints/step_00000003" / COMMIT_MANIFEST).is_file()  # nothing lost

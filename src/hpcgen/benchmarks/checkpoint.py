@@ -19,6 +19,7 @@ from hpcgen.config import DeepSpeedConfig
 from hpcgen.engine.checkpoint import CheckpointManager
 from hpcgen.engine.deepspeed_engine import make_engine
 from hpcgen.engine.distributed import detect_layout, init_distributed
+from hpcgen.engine.run_dir import latest_step
 from hpcgen.engine.run_record import last_metrics, read_run
 from hpcgen.models.stylegan import build_gan
 from hpcgen.models.unet import build_unet
@@ -63,7 +64,7 @@ def signal_to_exit(workdir: Path, spec: str, attempt: int, after_steps: int = 5)
     _, err = proc.communicate(timeout=600)
     seconds = time.perf_counter() - start
     record = read_run(run_dir)
-    saved = int((run_dir / "checkpoints" / "latest").read_text().split("_")[1])
+    saved = latest_step(run_dir)
     if proc.returncode != 0 or record["status"] != "preempted":
         raise RuntimeError(
             f"{spec}: exit {proc.returncode}, status {record['status']}: {err[-2000:]}"

@@ -31,7 +31,7 @@ from hpcgen.config import ConfigError, DataConfig
 from hpcgen.data.decode import decode_rgb
 from hpcgen.data.sources import open_source
 
-MANIFEST = "manifest.json"
+SHARD_MANIFEST = "manifest.json"
 FORMAT_VERSION = 2
 FILTERS = {
     "lanczos": Image.Resampling.LANCZOS,
@@ -153,7 +153,7 @@ def prepare(cfg: DataConfig, task_index: int = 0, num_tasks: int = 1, log=print)
             f"{len(record['skipped'])} skipped, {len(record['upscaled'])} upscaled"
         )
     with _locked(root / ".lock"):
-        if (root / MANIFEST).is_file():
+        if (root / SHARD_MANIFEST).is_file():
             return read_manifest(root)
         if not all(_shard_done(root, k) for k in range(n_shards)):
             log(f"[prepare] task {task_index}/{num_tasks} done; other tasks still writing")
@@ -181,16 +181,16 @@ def prepare(cfg: DataConfig, task_index: int = 0, num_tasks: int = 1, log=print)
         }
         if manifest["total"] == 0:
             raise ConfigError(f"no image of {cfg.source} could be decoded; see {root}/.shard-*")
-        write_json_atomic(root / MANIFEST, manifest)
+        write_json_atomic(root / SHARD_MANIFEST, manifest)
         log(
-            f"[prepare] {root / MANIFEST}: {manifest['total']} images in {n_shards} shards, "
+            f"[prepare] {root / SHARD_MANIFEST}: {manifest['total']} images in {n_shards} shards, "
             f"{len(skipped)} skipped, {len(upscaled)} upscaled"
         )
         if upscaled:
             log(
                 f"WARNING: {len(upscaled)} image(s) smaller than {cfg.resolution}px were "
                 f"upscaled (e.g. {upscaled[0]['id']}, {upscaled[0]['size'][0]}x"
-                f"{upscaled[0]['size'][1]}): listed under 'upscaled' in {root / MANIFEST}; "
+                f"{upscaled[0]['size'][1]}): listed under 'upscaled' in {root / SHARD_MANIFEST}; "
                 "remove them from the source or lower data.resolution"
             )
         return manifest
@@ -198,10 +198,10 @@ def prepare(cfg: DataConfig, task_index: int = 0, num_tasks: int = 1, log=print)
 
 def read_manifest(root: Path) -> dict:
     """The manifest of a complete shard directory; ConfigError when it is missing or broken."""
-    path = root / MANIFEST
+    path = root / SHARD_MANIFEST
     if not path.is_file():
         raise ConfigError(
-            f"data.root={root} holds no {MANIFEST}: it is not a complete shard directory. "
+            f"data.root={root} holds no {SHARD_MANIFEST}: it is not a complete shard directory. "
             "Write it with python launch/prepare.py data=... data.source=<images> "
             f"data.root={root}"
         )
@@ -230,12 +230,12 @@ def ensure_shards(cfg: DataConfig) -> tuple[Path, dict]:
     root = data_root(cfg)
     if cfg.name == "synthetic":
         set_aside_if_stale(root)
-    if cfg.name == "lsun_bedroom" or (root / MANIFEST).is_file():
+    if cfg.name == "lsun_bedroom" or (root / SHARD_MANIFEST).is_file():
         manifest = read_manifest(root)
     else:
         root.mkdir(parents=True, exist_ok=True)
         with _locked(root / ".first-use.lock"):
-            if not (root / MANIFEST).is_file():
+            if not (root / SHARD_MANIFEST).is_file():
                 prepare(cfg)
         manifest = read_manifest(root)
     check_matches(cfg, root, manifest)
@@ -245,11 +245,11 @@ def ensure_shards(cfg: DataConfig) -> tuple[Path, dict]:
 def set_aside_if_stale(root: Path) -> None:
     """Synthetic shards written by an hpcgen older than the manifest's `source_count` field
     are regenerable: move them aside (nothing deleted) so they are written again."""
-    if not (root / MANIFEST).is_file():
+    if not (root / SHARD_MANIFEST).is_file():
         return
     with _locked(root.parent / f".{root.name}.stale.lock"):
         try:
-            stale = "source_count" not in json.loads((root / MANIFEST).read_text())
+            stale = "source_count" not in json.loads((root / SHARD_MANIFEST).read_text())
         except (OSError, ValueError):
             return  # gone (another process moved it) or corrupt: read_manifest says which
         if stale:

@@ -1,13 +1,7 @@
 """Checkpoints: collective save into a temp dir, a manifest committed last, atomic `latest`.
 
-checkpoints/
-  .tmp-step_N/          being written: never loaded
-  step_N/<engine>/...   DeepSpeed files of each engine
-  step_N/hpcgen_rank00000.pt   per-rank state (step, data position, RNGs, task state)
-  step_N/COMMITTED      manifest: files, sizes, sha256, world size, step (written last)
-  latest                name of the newest committed checkpoint (temp file + rename + fsync)
-  universal-step_N/     step_N converted by DeepSpeed's ds_to_universal, made when a job
-                        resumes it with another number of ranks (ZeRO-1/2)
+The directory's layout (step_N/, hpcgen_rank00000.pt, COMMITTED, latest, universal-step_N/)
+is run_dir.py's; this module writes and reads it.
 """
 
 from __future__ import annotations
@@ -29,9 +23,23 @@ import torch
 from hpcgen.data.shards import sha256_file
 from hpcgen.engine.disk import free_bytes, human, is_no_space
 from hpcgen.engine.distributed import barrier, mean_over_ranks, print0
-
-MANIFEST = "COMMITTED"
-LATEST = "latest"
+from hpcgen.engine.run_dir import (
+    COMMIT_MANIFEST,
+    DEEPSPEED_TAG,
+    any_checkpoint,
+    checkpoint_path,
+    commit_manifest,
+    committed_checkpoints,
+    is_committed,
+    latest_file,
+    latest_name,
+    rank_state_file,
+    source_of_universal,
+    step_of,
+    tmp_checkpoint_path,
+    universal_path,
+    universal_paths,
+)
 
 
 class CheckpointError(RuntimeError):
@@ -95,9 +103,9 @@ def verify(
     Sizes are checked always, sha256 with `hashes`: a checkpoint is a pickle, and pickles run
     code, so nothing is unpickled before its bytes are the ones the run wrote. `share=(r, n)`:
     this is rank r of n, which hash every n-th file each (one read of the checkpoint in all)."""
-    manifest_path = ckpt / MANIFEST
+    manifest_path = commit_manifest(ckpt)
     if not manifest_path.is_file():
-        raise CheckpointError(f"{ckpt} has no {MANIFEST} manifest: it was never committed")
+        raise CheckpointError(f"{ckpt} has no {COMMIT_MANIFEST} manifest: it was never committed")
     try:
         manifest = json.loads(manifest_path.read_text())
         files = manifest["files"]
@@ -144,7 +152,7 @@ class CheckpointManager:
         """(bytes the next save writes, how that is known): the newest checkpoint's size."""
         for ckpt in reversed(self.committed()):
             try:
-                files = json.loads((ckpt / MANIFEST).read_text())["files"]
+                files = json.loads(commit_manifest(ckpt).read_text())["files"]
                 return sum(f["bytes"] for f in files.values()), f"the size of {ckpt.name}"
             except (OSError, ValueError, KeyError, TypeError):
                 continue
@@ -165,9 +173,9 @@ class CheckpointManager:
 
     def _last_committed(self) -> Path | None:
         """What a resume would start from: the checkpoint `latest` names, else the newest."""
-        latest = self.dir / LATEST
-        if latest.is_file() and (self.dir / latest.read_text().strip() / MANIFEST).is_file():
-            return self.dir / latest.read_text().strip()
+        name = latest_name(self.dir)
+        if name and is_committed(self.dir / name):
+            return self.dir / name
         committed = self.committed()
         return committed[-1] if committed else None
 
@@ -207,15 +215,13 @@ class CheckpointManager:
 
     def committed(self) -> list[Path]:
         """Committed checkpoints, oldest first (by step)."""
-        if not self.dir.is_dir():
-            return []
-        found = [p for p in self.dir.glob("step_*") if (p / MANIFEST).is_file()]
-        return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+        return committed_checkpoints(self.dir)
 
     def save(self, step: int, engines: dict[str, Any], state: dict[str, Any]) -> Path:
         """Collective: every rank calls it. Returns the committed directory."""
-        name = f"step_{step:08d}"
-        tmp, final = self.dir / f".tmp-{name}", self.dir / name
+        final = checkpoint_path(self.dir, step)
+        name = final.name
+        tmp = tmp_checkpoint_path(self.dir, name)
         free = self.warn_if_low_space()
         try:
             self._write(tmp, engines, state)
@@ -236,8 +242,8 @@ class CheckpointManager:
             tmp.mkdir(parents=True)
         barrier()
         for key, engine in engines.items():
-            engine.save_checkpoint(str(tmp / key), tag="state", save_latest=False)
-        torch.save({**state, "rng": rng_state()}, tmp / f"hpcgen_rank{self.rank:05d}.pt")
+            engine.save_checkpoint(str(tmp / key), tag=DEEPSPEED_TAG, save_latest=False)
+        torch.save({**state, "rng": rng_state()}, tmp / rank_state_file(self.rank))
         barrier()
 
     def _commit(self, tmp: Path, final: Path, step: int) -> None:
@@ -254,22 +260,22 @@ class CheckpointManager:
             "created": time.time(),
             "files": files,
         }
-        _write_atomic(tmp / MANIFEST, json.dumps(manifest, indent=1))
+        _write_atomic(commit_manifest(tmp), json.dumps(manifest, indent=1))
         if final.exists():  # a committed one of the same step: keep the new one
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _write_atomic(self.dir / LATEST, final.name + "\n")
+        _write_atomic(latest_file(self.dir), final.name + "\n")
         self.prune(keep_name=final.name)
 
     def prune(self, keep_name: str) -> None:
         """Keep the last K, every milestone, and the one `latest` names; delete the rest."""
         for old in self.committed()[: -self.keep_last]:
-            step = int(old.name.split("_")[1])
+            step = step_of(old)
             milestone = self.milestone_every and step % self.milestone_every == 0
             if not milestone and old.name != keep_name:
                 shutil.rmtree(old)
-        for converted in self.dir.glob("universal-step_*"):  # its source is gone
-            if not (self.dir / converted.name.removeprefix("universal-")).is_dir():
+        for converted in universal_paths(self.dir):  # its source is gone
+            if not source_of_universal(converted).is_dir():
                 shutil.rmtree(converted)
 
     def find_latest(self, allow_fresh_start: bool = False) -> Path | None:
@@ -278,15 +284,15 @@ class CheckpointManager:
         When checkpoints exist but none verifies: an error, or with `allow_fresh_start` the
         directory is moved aside (nothing is deleted) and the run starts from step 0."""
         candidates = self.committed()
-        latest_file = self.dir / LATEST
-        if latest_file.is_file():
-            named = self.dir / latest_file.read_text().strip()
+        named_latest = latest_name(self.dir)
+        if named_latest:
+            named = self.dir / named_latest
             if named in candidates:  # prefer what `latest` names, then older ones
                 candidates = candidates[: candidates.index(named) + 1]
         for ckpt in reversed(candidates):
             if self._verified_by_all(ckpt) is None:
                 return ckpt
-        if latest_file.is_file() or any(self.dir.glob("step_*")):
+        if any_checkpoint(self.dir):
             if not allow_fresh_start:
                 raise CheckpointError(
                     f"{self.dir} has checkpoints but none verifies: inspect them, or set "
@@ -327,7 +333,9 @@ class CheckpointManager:
         why = None if self._verified == ckpt else self._verified_by_all(ckpt)
         if why is not None:
             raise CheckpointError(why)
-        saved_world = json.loads((ckpt / MANIFEST).read_text())["world_size"]  # verified by find
+        saved_world = json.loads(commit_manifest(ckpt).read_text())[
+            "world_size"
+        ]  # verified by find
         changed = saved_world != self.world_size
         if changed:
             universal = self._universal(ckpt, engines, saved_world)
@@ -339,10 +347,10 @@ class CheckpointManager:
                 finally:
                     engine._config.load_universal_checkpoint = False
             else:
-                path, _ = engine.load_checkpoint(str(ckpt / key), tag="state")
+                path, _ = engine.load_checkpoint(str(ckpt / key), tag=DEEPSPEED_TAG)
             if path is None:
                 raise CheckpointError(f"DeepSpeed could not load {ckpt / key}")
-        path = ckpt / f"hpcgen_rank{0 if changed else self.rank:05d}.pt"
+        path = ckpt / rank_state_file(0 if changed else self.rank)
         try:  # tensors and plain values only: a pickle that runs code is refused here
             state = torch.load(path, weights_only=True)
         except pickle.UnpicklingError as err:
@@ -365,7 +373,7 @@ class CheckpointManager:
                 "and hpcgen converts ZeRO-1/2 checkpoints only: resume this ZeRO-3 run with "
                 f"{saved_world} ranks (hydra.launcher.nodes x tasks_per_node)"
             )
-        out = self.dir / f"universal-{ckpt.name}"
+        out = universal_path(ckpt)
         if self.rank == 0 and not out.is_dir():
             print0(
                 f"WARNING: {ckpt} was saved by {saved_world} ranks, this job has "
@@ -378,7 +386,7 @@ class CheckpointManager:
             for key in engines:
                 command = [
                     sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal",
-                    "--input_folder", str(ckpt / key / "state"),
+                    "--input_folder", str(ckpt / key / DEEPSPEED_TAG),
                     "--output_folder", str(tmp / key / "universal"),
                     "--inject_missing_state", "--num_extract_workers", "1",
                     "--num_merge_workers", "1",

@@ -23,6 +23,7 @@ from hpcgen.diffusion.gaussian import (
 )
 from hpcgen.engine.checkpoint import CheckpointError, verify
 from hpcgen.engine.gan_task import build_networks
+from hpcgen.engine.run_dir import model_states_file, rank_state_file
 from hpcgen.gan.interpolate import seeded_latents
 from hpcgen.models.unet import build_unet
 
@@ -61,11 +62,11 @@ def load_network(ckpt: Path, device: torch.device) -> tuple[TrainConfig, torch.n
         net, engine = build_networks(cfg.model, cfg.data.resolution, cuda)[0], "generator"
     # the EMA weights (full fp32, whatever the ZeRO stage); a checkpoint without them: the
     # trained weights from DeepSpeed's model states (ZeRO-1/2 only)
-    task_state = torch.load(ckpt / "hpcgen_rank00000.pt", map_location="cpu", weights_only=True)
+    task_state = torch.load(ckpt / rank_state_file(0), map_location="cpu", weights_only=True)
     module = task_state["task"].get("ema")
     if module is None:
-        states = ckpt / engine / "state" / "mp_rank_00_model_states.pt"
-        if f"{engine}/state/mp_rank_00_model_states.pt" not in manifest["files"]:
+        states = ckpt / model_states_file(engine)
+        if model_states_file(engine) not in manifest["files"]:
             raise ConfigError(
                 f"{ckpt} has neither EMA weights nor a full model-states file for {engine} "
                 "(ZeRO-3 partitions weights): generate from a ZeRO-1/2 run"

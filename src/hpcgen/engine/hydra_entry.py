@@ -22,7 +22,7 @@ from hpcgen import slurm
 from hpcgen.config import ConfigError, DataConfig, TrainConfig, build_section
 from hpcgen.console import print_summary
 from hpcgen.data.shards import (
-    MANIFEST,
+    SHARD_MANIFEST,
     check_matches,
     data_root,
     read_manifest,
@@ -95,19 +95,19 @@ def check_train_job(cfg: DictConfig) -> None:
     train_cfg.trainer.resolve_batch(world_size, train_cfg.deepspeed.grad_accum_steps)
     data = train_cfg.data
     root = data_root(data)
-    if data.name == "lsun_bedroom" and not (root / MANIFEST).is_file():
+    if data.name == "lsun_bedroom" and not (root / SHARD_MANIFEST).is_file():
         raise ConfigError(
-            f"data.root={root} holds no prepared shards ({MANIFEST} missing): point data.root "
-            "(or HPCGEN_LSUN_SHARDS) at a shard directory, or write one with python "
+            f"data.root={root} holds no prepared shards ({SHARD_MANIFEST} missing): point "
+            "data.root (or HPCGEN_LSUN_SHARDS) at a shard directory, or write one with python "
             "launch/prepare.py data=lsun_bedroom data.source=<bedroom_train_lmdb> "
             f"data.root={root}"
         )
     if data.name == "synthetic":
         set_aside_if_stale(root)  # an older hpcgen's generated shards are written again
-    if (root / MANIFEST).is_file():
+    if (root / SHARD_MANIFEST).is_file():
         # every shard present with its recorded size, written for this resolution
         check_matches(data, root, read_manifest(root))
-    if data.name == "folder" and not (root / MANIFEST).is_file():
+    if data.name == "folder" and not (root / SHARD_MANIFEST).is_file():
         open_source(data.name, data.source, data.num_samples, data.resolution)
     if data.name == "synthetic":
         shards = math.ceil(data.num_samples / data.samples_per_shard)

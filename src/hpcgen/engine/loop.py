@@ -28,6 +28,7 @@ from hpcgen.engine.distributed import (
 )
 from hpcgen.engine.lease import RunBusyError, RunLease
 from hpcgen.engine.preemption import Preempted, PreemptionGuard
+from hpcgen.engine.run_dir import sample_grid_path
 from hpcgen.engine.run_record import RunRecord, git_revision, slurm_job_id
 from hpcgen.engine.tasks import build_task
 from hpcgen.engine.tensorboard import TensorBoard
@@ -44,7 +45,7 @@ def save_samples(
 ) -> Path:
     """A grid of samples from fixed seeds; every rank samples (ZeRO-3), rank 0 writes the PNG."""
     images = task.sample(cfg.model.num_samples, cfg.data.resolution, seed=cfg.seed)
-    path = run_dir / "samples" / f"step_{step:08d}.png"
+    path = sample_grid_path(run_dir, step)
     if is_main:
         nrow = int(np.ceil(np.sqrt(images.shape[0])))
         grid = make_grid((images + 1) / 2, nrow=nrow, padding=1)  # (3, H', W') in [0, 1]

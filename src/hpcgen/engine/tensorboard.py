@@ -11,17 +11,7 @@ from typing import Any
 
 import torch
 
-SKIP = ("step", "time")
-GROUPS = (("loss", "loss"), ("lr_", "lr"), ("grad_norm_", "grad_norm"), ("loss_scale", "scale"))
-
-
-def tag(key: str) -> str:
-    """`loss_d` -> `loss/loss_d`, `lr_unet` -> `lr/unet`, `images_per_s` -> `train/images_per_s`."""
-    for prefix, group in GROUPS:
-        if key.startswith(prefix):
-            name = key[len(prefix) :] if prefix.endswith("_") else key
-            return f"{group}/{name}"
-    return f"train/{key}"
+from hpcgen.engine.metric_groups import tensorboard_tag
 
 
 class TensorBoard:
@@ -41,8 +31,9 @@ class TensorBoard:
         if self.writer is None:
             return
         for key, value in metrics.items():
-            if key not in SKIP and isinstance(value, (int, float)):
-                self.writer.add_scalar(tag(key), value, step)
+            tag = tensorboard_tag(key)  # None: the step and time axes
+            if tag is not None and isinstance(value, (int, float)):
+                self.writer.add_scalar(tag, value, step)
         self.writer.flush()
 
     def image(self, name: str, grid: torch.Tensor, step: int) -> None:

@@ -21,6 +21,15 @@ from hpcgen.config import ConfigError, DDPMConfig, TrainConfig
 from hpcgen.data.shards import ensure_shards, read_manifest, write_json_atomic
 from hpcgen.data.stream import to_unit_range
 from hpcgen.diffusion.gaussian import DECODER_CDFS
+from hpcgen.engine.run_dir import (
+    checkpoint_dir,
+    committed_checkpoints,
+    eval_figure_path,
+    eval_manifest_path,
+    result_path,
+    result_paths,
+    step_of,
+)
 from hpcgen.engine.run_record import read_run
 from hpcgen.eval.features import EXTRACTORS, Extractor, build_extractor
 from hpcgen.eval.floor import data_floor
@@ -80,14 +89,8 @@ def find_runs(target: Path) -> list[Path]:
     return runs
 
 
-def committed_checkpoints(run_dir: Path) -> list[Path]:
-    """checkpoints/step_N directories with a COMMITTED manifest, by step."""
-    found = [p.parent for p in (run_dir / "checkpoints").glob("step_*/COMMITTED")]
-    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
-
-
 def select_checkpoints(run_dir: Path, select: str) -> list[Path]:
-    ckpts = committed_checkpoints(run_dir)
+    ckpts = committed_checkpoints(checkpoint_dir(run_dir))
     if select == "all" or not ckpts:
         return ckpts
     if select == "latest":
@@ -96,16 +99,12 @@ def select_checkpoints(run_dir: Path, select: str) -> list[Path]:
         from hpcgen.engine.generate import run_config
 
         every = run_config(run_dir).trainer.ckpt_milestone_every_steps
-        steps = [c for c in ckpts if every and int(c.name.split("_")[1]) % every == 0]
+        steps = [c for c in ckpts if every and step_of(c) % every == 0]
         return steps or ckpts[-1:]
     match = re.fullmatch(r"step_(\d+)", select)
     if match:
-        return [c for c in ckpts if int(c.name.split("_")[1]) == int(match.group(1))]
+        return [c for c in ckpts if step_of(c) == int(match.group(1))]
     raise ConfigError(f"select={select!r} is not valid: use {SELECT}")
-
-
-def result_path(ckpt: Path) -> Path:
-    return ckpt.parent.parent / "eval" / f"{ckpt.name}.json"
 
 
 def build_manifest(target: Path, select: str, force: bool = False) -> tuple[Path, list[dict]]:
@@ -118,11 +117,11 @@ def build_manifest(target: Path, select: str, force: bool = False) -> tuple[Path
                     {
                         "run_dir": str(run_dir),
                         "ckpt": str(ckpt),
-                        "step": int(ckpt.name.split("_")[1]),
+                        "step": step_of(ckpt),
                         "result": str(result_path(ckpt)),
                     }
                 )
-    path = target / "eval" / "manifest.json"
+    path = eval_manifest_path(target)
     write_json_atomic(path, {"target": str(target), "select": select, "entries": entries})
     return path, entries
 
@@ -228,7 +227,7 @@ def ddpm_figures(
     if not (eval_dir / "noising.png").is_file():
         noising_strip(d, x0, eval_dir / "noising.png")
     ts = tuple(int(round(f * (d.T - 1))) for f in (0.05, 0.25, 0.5, 0.75, 0.95))
-    path = eval_dir / f"{name}_noise_prediction.png"
+    path = eval_figure_path(eval_dir.parent, name, "noise_prediction")
 
     def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return net(x.to(device), t.to(device)).float().cpu()
@@ -309,8 +308,8 @@ def evaluate_checkpoint(entry: dict, ecfg: EvalConfig, force: bool = False) -> d
     )
     eval_dir = out.parent
     eval_dir.mkdir(parents=True, exist_ok=True)
-    save_image((grid + 1) / 2, eval_dir / f"{ckpt.name}_samples.png", nrow=8, padding=1)
-    interp = eval_dir / f"{ckpt.name}_interp.png"
+    save_image((grid + 1) / 2, eval_figure_path(run_dir, ckpt.name, "samples"), nrow=8, padding=1)
+    interp = eval_figure_path(run_dir, ckpt.name, "interp")
     real = to_unit_range(real_images(root, manifest, 2)) if is_ddpm else None
     frames = interpolation_figure(cfg, net, interp, ecfg.interp_steps, ecfg.seed, device, real)
     extra = ddpm_figures(cfg, net, root, manifest, eval_dir, ckpt.name, device) if is_ddpm else {}
@@ -350,7 +349,7 @@ def evaluate_checkpoint(entry: dict, ecfg: EvalConfig, force: bool = False) -> d
 
 def run_results(run_dir: Path) -> list[dict]:
     results = []
-    for path in sorted((run_dir / "eval").glob("step_*.json")):
+    for path in result_paths(run_dir):
         try:
             results.append(json.loads(path.read_text()))
         except ValueError:
