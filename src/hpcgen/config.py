@@ -72,7 +72,7 @@ class DDPMConfig:
     """DDPM (Ho et al. 2020) with Improved DDPM's schedules, parameterisations and losses."""
 
     name: str = "ddpm"
-    preset: str = "small"  # tiny | small | lsun64 | lsun256 (U-Net sizes, see README)
+    preset: str = "small"  # a U-Net of models/unet.py PRESETS (tiny, small, lsun64, ...)
     diffusion_steps: int = 1000
     schedule: str = "linear"  # linear | cosine
     parameterisation: str = "eps"  # eps | x0 | mu: what the network predicts
@@ -91,13 +91,14 @@ class DDPMConfig:
 
     def __post_init__(self) -> None:
         from hpcgen.diffusion.gaussian import DECODER_CDFS, parse_sampler
+        from hpcgen.models.unet import PRESETS
 
         _check_choice("model.name", self.name, ("ddpm",))
         _check_choice("model.decoder_cdf", self.decoder_cdf, tuple(DECODER_CDFS))
         _check_choice("model.timestep_sampler", self.timestep_sampler, ("uniform", "loss_aware"))
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay={self.ema_decay} is not valid: use 0..1 (0.9999)")
-        _check_choice("model.preset", self.preset, ("tiny", "small", "lsun64", "lsun256"))
+        _check_choice("model.preset", self.preset, tuple(PRESETS))
         _check_positive("model.diffusion_steps", self.diffusion_steps)
         _check_choice("model.schedule", self.schedule, ("linear", "cosine"))
         _check_choice("model.parameterisation", self.parameterisation, ("eps", "x0", "mu"))
@@ -131,7 +132,7 @@ class GANConfig:
     """StyleGAN2-ADA (Karras et al. 2020): networks, loss, R1/WGAN-GP/path length, ADA."""
 
     name: str = "gan"
-    preset: str = "small"  # tiny | small | stylegan2 (the report's 64x64 network)
+    preset: str = "small"  # a network of models/stylegan.py PRESETS (stylegan2: the report's)
     loss: str = "nonsaturating"  # nonsaturating | minimax | wgan_gp
     lr_g: float = 0.0025
     lr_d: float = 0.0025
@@ -168,9 +169,10 @@ class GANConfig:
     def __post_init__(self) -> None:
         from hpcgen.gan.augment import AUGMENTATIONS
         from hpcgen.gan.losses import LOSSES
+        from hpcgen.models.stylegan import PRESETS
 
         _check_choice("model.name", self.name, ("gan",))
-        _check_choice("model.preset", self.preset, ("tiny", "small", "stylegan2"))
+        _check_choice("model.preset", self.preset, tuple(PRESETS))
         _check_choice("model.loss", self.loss, LOSSES)
         for name in ("lr_g", "lr_d", "num_samples", "r1_interval", "pl_interval", "ada_kimg"):
             _check_positive(f"model.{name}", getattr(self, name))

@@ -28,6 +28,8 @@ PRESETS = {
     "tiny": dict(z_dim=64, w_dim=64, mapping_layers=2, channel_base=512, channel_max=64),
     "small": dict(z_dim=256, w_dim=256, mapping_layers=2, channel_base=2048, channel_max=128),
     "stylegan2": dict(z_dim=512, w_dim=512, mapping_layers=2, channel_base=16384, channel_max=512),
+    # stylegan2-ada-pytorch train.py cfg_specs["paper256"]: fmaps 0.5 (cbase 16384), map 8
+    "paper256": dict(z_dim=512, w_dim=512, mapping_layers=8, channel_base=16384, channel_max=512),
 }
 
 

@@ -4,6 +4,11 @@ Residual blocks with GroupNorm and a timestep embedding applied as scale and shi
 second norm, self-attention at chosen resolutions, channel multipliers per level, dropout,
 skip connections from every encoder block, and 3 or 6 output channels (6: the learned
 variance's interpolation v of Improved DDPM eq. 15). A plain single-device module.
+
+Presets can also take the embedding as a bias of the first conv (improved-diffusion's
+use_scale_shift_norm=False, diffusers' default), convolve after each 2x up-sampling (ADM's
+conv_resample, on in ADM and diffusers; off in the first presets, whose counts README lists) and
+resample inside residual blocks (ADM's resblock_updown, "BigGAN up/downsample").
 """
 
 from __future__ import annotations
@@ -24,6 +29,13 @@ class UNetPreset:
     attention_resolutions: tuple[int, ...]
     heads: int = 4
     dropout: float = 0.0
+    head_channels: int | None = None  # set: heads = channels // head_channels (ADM)
+    scale_shift: bool = True  # False: the embedding is added after the first conv
+    upsample_conv: bool = False  # a 3x3 conv after each nearest-neighbour 2x up-sampling
+    resblock_updown: bool = False  # resample in a residual block instead (ADM, BigGAN)
+
+    def heads_at(self, channels: int) -> int:
+        return channels // self.head_channels if self.head_channels else self.heads
 
 
 # Sizes in the spirit of Improved DDPM's LSUN / ImageNet-64 models (README lists the counts).
@@ -32,7 +44,23 @@ PRESETS = {
     "small": UNetPreset(32, (1, 2, 2), 1, (8,)),
     "lsun64": UNetPreset(128, (1, 2, 3, 4), 2, (16, 8), dropout=0.1),
     "lsun256": UNetPreset(128, (1, 1, 2, 2, 4, 4), 2, (16, 8), dropout=0.1),
-}
+    # diffusers' examples/unconditional_image_generation/train_unconditional.py UNet2DModel:
+    # block_out_channels (128, 128, 256, 256, 512, 512), layers_per_block 2, attention in the
+    # 5th down / 2nd up block (4 px at 64 px), attention_head_dim 8
+    "hf64": UNetPreset(
+        128, (1, 1, 2, 2, 4, 4), 2, (4,), head_channels=8, scale_shift=False, upsample_conv=True
+    ),
+    # improved-diffusion README, "LSUN bedroom model": num_channels 128, num_res_blocks 2,
+    # num_heads 1, attention 16, use_scale_shift_norm False; channel_mult as its create_model
+    # picks for 64 and 256 px
+    "iddpm_lsun64": UNetPreset(128, (1, 2, 3, 4), 2, (16,), heads=1, scale_shift=False,
+                               upsample_conv=True),
+    "iddpm_lsun256": UNetPreset(128, (1, 1, 2, 2, 4, 4), 2, (16,), heads=1, scale_shift=False,
+                                upsample_conv=True),
+    # Dhariwal & Nichol 2021 (ADM), LSUN: guided-diffusion README's lsun_bedroom.pt flags
+    "adm_lsun256": UNetPreset(256, (1, 1, 2, 2, 4, 4), 2, (32, 16, 8), head_channels=64,
+                              dropout=0.1, upsample_conv=True, resblock_updown=True),
+}  # fmt: skip
 
 
 # Vaswani et al. 2017, as used by Ho et al. 2020: sinusoidal embedding of integer timesteps
@@ -47,13 +75,31 @@ def _norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(32, channels // 4) or 1, channels)
 
 
-class ResBlock(nn.Module):
-    """norm-SiLU-conv; norm * (1 + scale) + shift from the embedding; SiLU-dropout-conv."""
+def _resample(x: torch.Tensor, how: str | None) -> torch.Tensor:
+    if how == "down":
+        return F.avg_pool2d(x, 2)
+    return F.interpolate(x, scale_factor=2.0, mode="nearest") if how == "up" else x
 
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float) -> None:
+
+class ResBlock(nn.Module):
+    """norm-SiLU-conv; norm * (1 + scale) + shift from the embedding; SiLU-dropout-conv.
+
+    scale_shift=False adds the embedding to the first conv's output instead. resample="down" or
+    "up" halves or doubles the resolution of both branches (ADM's BigGAN-style block)."""
+
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        emb_dim: int,
+        dropout: float,
+        scale_shift: bool = True,
+        resample: str | None = None,
+    ) -> None:
         super().__init__()
+        self.scale_shift, self.resample = scale_shift, resample
         self.norm1, self.conv1 = _norm(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, 2 * c_out)
+        self.emb = nn.Linear(emb_dim, 2 * c_out if scale_shift else c_out)
         self.norm2, self.drop = _norm(c_out), nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)  # each block starts as the identity (ADM's zero init)
@@ -61,9 +107,14 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
-        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv1(_resample(F.silu(self.norm1(x)), self.resample))
+        x = _resample(x, self.resample)
+        e = self.emb(F.silu(emb))[:, :, None, None]  # (B, 2C or C, 1, 1)
+        if self.scale_shift:
+            scale, shift = e.chunk(2, dim=1)
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            h = self.norm2(h + e)
         return self.skip(x) + self.conv2(self.drop(F.silu(h)))
 
 
@@ -92,8 +143,8 @@ class Level(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, emb_dim: int, p: UNetPreset, attend: bool) -> None:
         super().__init__()
-        self.res = ResBlock(c_in, c_out, emb_dim, p.dropout)
-        self.attn = Attention(c_out, p.heads) if attend else None
+        self.res = ResBlock(c_in, c_out, emb_dim, p.dropout, p.scale_shift)
+        self.attn = Attention(c_out, p.heads_at(c_out)) if attend else None
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         x = self.res(x, emb)
@@ -119,7 +170,7 @@ class UNet(nn.Module):
                 c = ch * m
                 skips.append(c)
             if i < len(p.mult) - 1:
-                self.down.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
+                self.down.append(_downsample(c, emb_dim, p))
                 skips.append(c)
                 res //= 2
         self.mid = nn.ModuleList([Level(c, c, emb_dim, p, True), Level(c, c, emb_dim, p, False)])
@@ -131,7 +182,7 @@ class UNet(nn.Module):
                 )
                 c = ch * m
                 if i > 0 and j == p.res_blocks:
-                    self.up.append(nn.Upsample(scale_factor=2.0, mode="nearest"))
+                    self.up.append(_upsample(c, emb_dim, p))
                     res *= 2
         self.out = nn.Sequential(_norm(c), nn.SiLU(), nn.Conv2d(c, out_channels, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)
@@ -142,7 +193,7 @@ class UNet(nn.Module):
         h = self.stem(x)
         hs = [h]
         for block in self.down:
-            h = block(h, emb) if isinstance(block, Level) else block(h)
+            h = block(h, emb) if isinstance(block, (Level, ResBlock)) else block(h)
             hs.append(h)
         for block in self.mid:
             h = block(h, emb)
@@ -150,8 +201,21 @@ class UNet(nn.Module):
             if isinstance(block, Level):
                 h = block(torch.cat([h, hs.pop()], dim=1), emb)
             else:
-                h = block(h)
+                h = block(h, emb) if isinstance(block, ResBlock) else block(h)
         return self.out(h)
+
+
+def _downsample(c: int, emb_dim: int, p: UNetPreset) -> nn.Module:
+    if p.resblock_updown:
+        return ResBlock(c, c, emb_dim, p.dropout, p.scale_shift, resample="down")
+    return nn.Conv2d(c, c, 3, stride=2, padding=1)
+
+
+def _upsample(c: int, emb_dim: int, p: UNetPreset) -> nn.Module:
+    if p.resblock_updown:
+        return ResBlock(c, c, emb_dim, p.dropout, p.scale_shift, resample="up")
+    up = nn.Upsample(scale_factor=2.0, mode="nearest")
+    return nn.Sequential(up, nn.Conv2d(c, c, 3, padding=1)) if p.upsample_conv else up
 
 
 def build_unet(preset: str, out_channels: int = 3, resolution: int = 32) -> UNet:
