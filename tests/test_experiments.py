@@ -91,6 +91,13 @@ def test_hf64_preset_has_the_parameter_count_of_diffusers_unet2dmodel():
     assert sum(p.numel() for p in ours.parameters()) == count == 113_673_219
 
 
+def test_improved_ddpm_lsun256_preset_has_the_reference_count():
+    # improved-diffusion's UNetModel with its README's LSUN bedroom flags at 256 px (6 outputs)
+    with torch.device("meta"):
+        net = build_unet("iddpm_lsun256", 6, 256)
+    assert sum(p.numel() for p in net.parameters()) == 113_676_678
+
+
 def test_new_unet_options_run_forward_and_keep_the_shape():
     # hf64/iddpm/adm options on a tiny network: embedding bias, conv after up-sampling,
     # resampling residual blocks, heads from head channels
