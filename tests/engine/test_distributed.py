@@ -54,3 +54,25 @@ def test_a_one_task_job_takes_any_free_port():
     port = _rendezvous_port("77_3", 1)  # free now: nothing can hold it against a lone rank
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+def test_a_job_on_one_host_leaves_the_collective_interface_alone(monkeypatch):
+    import os
+
+    from hpcgen.engine.distributed import RankLayout, choose_socket_interface, interface_towards
+
+    assert interface_towards("127.0.0.1") is None
+    monkeypatch.delenv("GLOO_SOCKET_IFNAME", raising=False)
+    choose_socket_interface(RankLayout(1, 0, 2, "127.0.0.1", 29500, "slurm"), cuda=False)
+    assert "GLOO_SOCKET_IFNAME" not in os.environ
+
+
+def test_a_collective_interface_set_in_the_environment_wins(monkeypatch, capsys):
+    import os
+
+    from hpcgen.engine.distributed import RankLayout, choose_socket_interface
+
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "ib0")  # e.g. from the launcher's setup lines
+    choose_socket_interface(RankLayout(1, 0, 2, "node-a", 29500, "slurm"), cuda=False)
+    assert os.environ["GLOO_SOCKET_IFNAME"] == "ib0"
+    assert "GLOO_SOCKET_IFNAME=ib0 (set in the environment)" in capsys.readouterr().out

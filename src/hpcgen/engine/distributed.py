@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from hpcgen.engine.peer_watch import PeerWatch, peer_timeout_s
+
 
 @dataclass(frozen=True)
 class RankLayout:
@@ -63,6 +65,53 @@ def check_port_free(layout: RankLayout) -> None:
 def _master_addr(hostnames: list[str]) -> str:
     """Loopback when every task is on this node (node names need not resolve), else node 0."""
     return "127.0.0.1" if len(set(hostnames)) == 1 else hostnames[0]
+
+
+def interface_towards(addr: str) -> tuple[str, str] | None:
+    """(interface, its address) that this host reaches `addr` from; None when that is loopback.
+
+    The kernel's own route choice (a UDP connect sends nothing), mapped to the interface that
+    holds the source address: on a node with several networks (eth0, ib0, docker0, ...) the
+    collectives then go where the rendezvous host is reachable, whatever the hostname resolves
+    to (Debian maps it to 127.0.1.1, and gloo's default follows the hostname).
+    """
+    import fcntl
+    import struct
+
+    ip = socket.gethostbyname(addr)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((ip, 9))
+        source = s.getsockname()[0]
+        if source.startswith("127."):
+            return None
+        for _, name in socket.if_nameindex():
+            request = struct.pack("256s", name.encode()[:15])
+            try:
+                reply = fcntl.ioctl(s.fileno(), 0x8915, request)  # SIOCGIFADDR: its IPv4 address
+            except OSError:
+                continue  # no IPv4 address on this one
+            if socket.inet_ntoa(reply[20:24]) == source:
+                return name, source
+    return None
+
+
+def choose_socket_interface(layout: RankLayout, cuda: bool) -> None:
+    """GLOO_SOCKET_IFNAME (NCCL_SOCKET_IFNAME on GPUs) for a job that spans hosts, unless set.
+
+    Set them yourself in the slurm launcher's `setup` lines to pick another network, e.g.
+    `export NCCL_SOCKET_IFNAME=ib0` (NCCL also takes prefixes and `^docker,lo` exclusions).
+    """
+    if layout.world_size == 1 or layout.master_addr.startswith("127."):
+        return
+    var = "NCCL_SOCKET_IFNAME" if cuda else "GLOO_SOCKET_IFNAME"
+    chosen = "set in the environment"
+    if not os.environ.get(var):
+        found = interface_towards(layout.master_addr)
+        if found is None:
+            return
+        os.environ[var], chosen = found[0], f"{found[1]}, the route to {layout.master_addr}"
+    print(f"[hpcgen] rank {layout.rank} on {socket.gethostname()}: "
+          f"{var}={os.environ[var]} ({chosen})", flush=True)  # fmt: skip
 
 
 def free_port() -> int:
@@ -149,7 +198,9 @@ def init_distributed(layout: RankLayout) -> torch.device:
         # explicit init_method/rank/world size: no MASTER_* or RANK left in os.environ for
         # child processes to mistake for a torchrun layout; DeepSpeed reads LOCAL_RANK only
         os.environ.setdefault("LOCAL_RANK", str(layout.local_rank))
+        timeout_s = peer_timeout_s()  # a bad value fails before the rendezvous
         check_port_free(layout)
+        choose_socket_interface(layout, cuda)
         deepspeed.init_distributed(
             dist_backend="nccl" if cuda else "gloo",
             auto_mpi_discovery=False,
@@ -159,6 +210,10 @@ def init_distributed(layout: RankLayout) -> torch.device:
             world_size=layout.world_size,
         )
         atexit.register(dist.destroy_process_group)  # once per process, not per job
+        if layout.world_size > 1:  # registered after: atexit runs it first
+            watch = PeerWatch(layout.rank, layout.world_size, layout.master_addr,
+                              layout.master_port, timeout_s)  # fmt: skip
+            atexit.register(watch.close)
     elif dist.get_world_size() != layout.world_size:
         raise RuntimeError(
             f"torch.distributed is already initialised with world size {dist.get_world_size()}, "

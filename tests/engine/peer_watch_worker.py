@@ -1,0 +1,35 @@
+"""One rank for tests/engine/test_peer_watch.py (python -m tests.engine.peer_watch_worker MODE).
+
+collectives: all-reduce in a loop for two minutes, as training does. finish-early: rank 1
+ends cleanly at once, rank 0 goes on for four peer timeouts, then ends.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+
+from hpcgen.engine.distributed import detect_layout, init_distributed
+from hpcgen.engine.peer_watch import peer_timeout_s
+
+
+def main(mode: str) -> None:
+    layout = detect_layout()
+    init_distributed(layout)
+    dist.barrier()
+    print("ready", flush=True)
+    if mode == "collectives":
+        end = time.monotonic() + 120
+        while time.monotonic() < end:
+            dist.all_reduce(torch.ones(4))
+            time.sleep(0.02)
+    elif layout.rank == 0:
+        time.sleep(4 * peer_timeout_s())
+    print("finished", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
