@@ -6,38 +6,31 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hpcgen.config import ConfigError, DDPMConfig, TrainConfig
+from hpcgen.config import ConfigError, TrainConfig
 from hpcgen.engine.hydra_entry import to_train_config
-from hpcgen.models.stylegan import build_gan
 from hpcgen.models.unet import PRESETS, UNet, build_unet
+from hpcgen.plan import parameter_counts
 from tests.conftest import REPO, compose_train
+
+
+def gan(generator: int, discriminator: int) -> dict[str, int]:
+    return {"generator": generator, "discriminator": discriminator}
+
 
 # experiment: (model, preset, resolution, global batch, parameter counts of the reference code:
 # diffusers' UNet2DModel, improved-diffusion's / guided-diffusion's UNetModel and
 # stylegan2-ada-pytorch's networks, built with the recipe's arguments)
 EXPERIMENTS = {
-    "report_gan": ("gan", "stylegan2", 64, 32, {"G": 22_243_608, "D": 23_407_361}),
+    "report_gan": ("gan", "stylegan2", 64, 32, gan(22_243_608, 23_407_361)),
     "report_ddpm": ("ddpm", "hf64", 64, 16, {"unet": 113_673_219}),
     "lsun64_ddpm": ("ddpm", "iddpm_lsun64", 64, 128, {"unet": 82_962_438}),
     "lsun256_ddpm": ("ddpm", "adm_lsun256", 256, 256, {"unet": 552_814_086}),  # ADM: "552M"
-    "lsun256_stylegan2": ("gan", "paper256", 256, 64, {"G": 24_767_458, "D": 24_001_089}),
+    "lsun256_stylegan2": ("gan", "paper256", 256, 64, gan(24_767_458, 24_001_089)),
 }
 
 
 def experiment(name: str) -> TrainConfig:
     return to_train_config(compose_train([f"experiment={name}"]))
-
-
-def parameters(cfg: TrainConfig) -> dict[str, int]:
-    """Parameter counts of the run's networks, built on the meta device (no memory, no init)."""
-    m, res = cfg.model, cfg.data.resolution
-    with torch.device("meta"):
-        if isinstance(m, DDPMConfig):
-            nets = {"unet": build_unet(m.preset, 6 if m.variance == "learned_range" else 3, res)}
-        else:
-            generator, discriminator = build_gan(m.preset, res, mbstd_group_size=m.mbstd_group)
-            nets = {"G": generator, "D": discriminator}
-    return {k: sum(p.numel() for p in net.parameters()) for k, net in nets.items()}
 
 
 SOURCES = {
@@ -63,7 +56,7 @@ def test_experiment_composes_with_its_published_network_size(name):
     assert (cfg.model.name, cfg.model.preset) == (model, preset)
     assert (cfg.data.name, cfg.data.resolution) == ("lsun_bedroom", resolution)
     assert cfg.trainer.global_batch == batch
-    assert parameters(cfg) == counts
+    assert parameter_counts(cfg) == counts
 
 
 def test_report_gan_keeps_a_milestone_every_ten_epochs_of_1024_images():

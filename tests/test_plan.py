@@ -1,0 +1,59 @@
+"""Dry-run plans: checkpoints saved and kept, and device-hours from a measured rate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hpcgen.config import TrainConfig
+from hpcgen.engine.hydra_entry import to_train_config
+from hpcgen.plan import (
+    CPU_MEASURED,
+    checkpoint_steps,
+    describe,
+    gpu_bench_throughputs,
+    plan_job,
+    train_flops_per_image,
+)
+from tests.conftest import compose_train
+
+
+def experiment(name: str, *extra: str) -> TrainConfig:
+    return to_train_config(compose_train([f"experiment={name}", *extra]))
+
+
+def test_checkpoints_kept_are_the_milestones_and_the_last_ones():
+    saved, kept = checkpoint_steps(experiment("report_gan"))  # milestone = every checkpoint
+    assert len(saved) == len(kept) == 30 and kept[-1] == 9600
+    saved, kept = checkpoint_steps(experiment("lsun256_stylegan2"))
+    assert len(saved) == 125 and len(kept) == 25 + 2  # last 3: one of them is a milestone
+    cfg = experiment("smoke", "trainer.max_steps=25")  # ckpt every 10: 10, 20 and the last, 25
+    assert checkpoint_steps(cfg) == ([10, 20, 25], [10, 20, 25])
+
+
+def test_measured_network_is_projected_at_its_rate_on_the_cpu():
+    cfg = experiment("smoke", "model.preset=small", "data.resolution=32", "trainer.global_batch=16")
+    plan = plan_job(cfg, world_size=1)
+    assert plan.images == 20 * 16
+    assert plan.device_hours == pytest.approx(320 / CPU_MEASURED["ddpm"].images_per_s / 3600)
+    assert not plan.on_gpu and "a CPU extrapolation" in plan.basis
+
+
+def test_other_networks_scale_by_flops_per_image():
+    small = train_flops_per_image("ddpm", "small", 32)
+    assert train_flops_per_image("ddpm", "small", 64) == pytest.approx(4 * small, rel=0.02)
+    plan = plan_job(experiment("report_gan"), world_size=8)
+    assert plan.wall_hours == pytest.approx(plan.device_hours / 8)
+    assert "scaled by FLOPs per image" in plan.basis
+
+
+def test_a_gpu_bench_result_replaces_the_cpu_figure(tmp_path):
+    bench = tmp_path / "gpu.json"
+    case = {"config": {"model": "ddpm", "preset": "hf64", "resolution": 64, "precision": "bf16"},
+            "images_per_s": 400.0}  # fmt: skip
+    bench.write_text(json.dumps({"device": "NVIDIA H200", "ddpm:hf64:64:64": case}))
+    plan = plan_job(experiment("report_ddpm"), 8, gpu_bench_throughputs(bench))
+    assert plan.on_gpu and plan.device_hours == pytest.approx(947_825 * 16 / 400 / 3600)
+    text = describe(plan, 8)
+    assert "GPU-hours" in text and "NVIDIA H200" in text and "CPU" not in text
