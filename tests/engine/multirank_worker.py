@@ -18,11 +18,11 @@ from hpcgen.data.stream import to_unit_range
 from hpcgen.diffusion.gaussian import Diffusion, training_losses
 from hpcgen.engine.deepspeed_engine import make_engine
 from hpcgen.engine.distributed import average_over_ranks_, detect_layout, init_distributed
-from hpcgen.engine.gan_task import build_networks
 from hpcgen.engine.hydra_entry import to_train_config
 from hpcgen.eval.reference import real_images
 from hpcgen.gan.losses import d_loss, g_loss, r1_penalty
 from hpcgen.models.unet import build_unet
+from hpcgen.networks import gan_networks
 from tests.conftest import compose_train
 
 
@@ -41,7 +41,7 @@ def main(model: str, stage: int, global_batch: int, steps: int, out: str) -> Non
         if model == "ddpm":
             nets = {"unet": build_unet(cfg.model.preset, 6, cfg.data.resolution)}
         else:
-            g, d = build_networks(cfg.model, cfg.data.resolution, cuda=False)
+            g, d = gan_networks(cfg.model, cfg.data.resolution, cuda=False)
             nets = {"g": g, "d": d}
     engines = {
         k: make_engine(net, 1e-3, (0.0, 0.99), 0.0, cfg.deepspeed, batch, world)

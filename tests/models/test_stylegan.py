@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from hpcgen.config import GANConfig
-from hpcgen.engine.gan_task import build_networks, layer_tables
+from hpcgen.engine.gan_task import layer_tables
 from hpcgen.models import stylegan
 from hpcgen.models.stylegan import build_gan, mix_styles
 from hpcgen.models.stylegan_layers import Conv2dLayer, downsample2d, lowpass_filter, upsample2d
+from hpcgen.networks import gan_networks
 
 # The report's Figures 5 and 6 (StyleGAN2-ADA at 64x64, z = w = 512, two mapping layers)
 REPORT_G = {
@@ -117,7 +118,7 @@ def test_style_mixing_changes_the_output_only_from_the_crossover_layer_on():
 
 def test_reduced_precision_runs_the_top_blocks_in_bf16_and_returns_fp32():
     cfg = GANConfig(preset="tiny", reduced_precision="bf16", num_fp16_res=2)
-    generator, discriminator = build_networks(cfg, 16, cuda=False)
+    generator, discriminator = gan_networks(cfg, 16, cuda=False)
     tables = layer_tables(generator, discriminator)
     dtypes = {r.name: r.dtype for r in tables["generator"] + tables["discriminator"]}
     assert (
@@ -129,7 +130,7 @@ def test_reduced_precision_runs_the_top_blocks_in_bf16_and_returns_fp32():
 
 
 def test_auto_precision_is_fp32_on_the_cpu():
-    generator, _ = build_networks(GANConfig(preset="tiny"), 16, cuda=False)
+    generator, _ = gan_networks(GANConfig(preset="tiny"), 16, cuda=False)
     assert generator.synthesis.b16.reduced_precision is False
 
 

@@ -18,7 +18,7 @@ from hpcgen.data.shards import ensure_shards, shard_paths
 from hpcgen.data.stream import ShardStream, to_unit_range
 from hpcgen.engine.distributed import detect_layout, init_distributed
 from hpcgen.engine.tasks import build_task
-from hpcgen.models.unet import build_unet
+from hpcgen.networks import build_networks
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -45,8 +45,7 @@ def _config(model: str, preset: str, resolution: int, batch: int, precision: str
 def unet_step_flops(cfg: TrainConfig, batch: torch.Tensor, dtype: torch.dtype) -> int:
     """FLOPs of one DDPM training step's forward and backward (the optimizer is negligible),
     counted on a fresh U-Net of the same shape: the engine's has DeepSpeed's gradient hooks."""
-    out_channels = 6 if cfg.model.variance == "learned_range" else 3
-    net = build_unet(cfg.model.preset, out_channels, cfg.data.resolution)
+    net = build_networks(cfg, cuda=False)["unet"]
     net = net.to(device=batch.device, dtype=dtype)
     x = to_unit_range(batch, dtype)
     t = torch.randint(0, 1000, (x.shape[0],), device=x.device)

@@ -70,12 +70,13 @@ def run(
 @torch.no_grad()
 def sampler_fids(ckpt: Path, samplers: list[str], n: int, extractor_name: str, batch: int) -> dict:
     """FID of n images per sampler from the checkpoint's EMA U-Net (seeds 0..n-1 for each)."""
-    from hpcgen.engine.generate import load_network, sample_images
+    from hpcgen.engine.generate import load_network
     from hpcgen.eval.evaluate import run_shards, to_uint8
     from hpcgen.eval.features import build_extractor
     from hpcgen.eval.inception import weights_dir
     from hpcgen.eval.metrics import feature_statistics, frechet_distance
     from hpcgen.eval.reference import reference_statistics
+    from hpcgen.networks import sample
 
     dev = device()
     cfg, net = load_network(ckpt, dev)
@@ -88,9 +89,7 @@ def sampler_fids(ckpt: Path, samplers: list[str], n: int, extractor_name: str, b
         features = [
             extractor(
                 to_uint8(
-                    sample_images(
-                        cfg, net, list(range(i, min(i + batch, n))), dev, sampler, None, batch
-                    )
+                    sample(cfg, net, list(range(i, min(i + batch, n))), dev, sampler, None, batch)
                 ),
                 batch,
             )  # fmt: skip

@@ -20,12 +20,15 @@ import signal
 import warnings
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_image
+
+from hpcgen.data.shards import shard_paths
 
 # torchvision 0.29 warns on every decode that torchcodec supersedes it; the decoders work and
 # are pinned with torchvision here. One note per process instead of one per image:
@@ -299,3 +302,15 @@ class ShardStream:
 
     def close(self) -> None:
         self._iter = None  # DataLoader workers exit with their iterator
+
+
+def real_images(root: Path, manifest: dict, n: int, batch: int = 256) -> torch.Tensor:
+    """The first n images of the shards in order (no shuffle, no flip): uint8 (n, 3, R, R)."""
+    n = min(n, manifest["total"])
+    stream = ShardStream(shard_paths(root, manifest), batch, shuffle_buffer=0, num_workers=0)
+    images, have = [], 0
+    while have < n:
+        images.append(stream.next_batch())
+        have += len(images[-1])
+    stream.close()
+    return torch.cat(images)[:n]

@@ -16,35 +16,12 @@ from hpcgen.engine.deepspeed_engine import make_engine
 from hpcgen.engine.distributed import average_over_ranks_, mean_over_ranks, noise_generator
 from hpcgen.engine.ema import EMA, gan_ema_beta
 from hpcgen.gan.augment import AdaController, AugmentPipe
-from hpcgen.gan.interpolate import seeded_latents
 from hpcgen.gan.losses import d_loss, g_loss, gradient_penalty, path_length_penalty, r1_penalty
 from hpcgen.gan.unrolled import unrolled_logits
 from hpcgen.models import stylegan
 from hpcgen.models.summary import layer_summary
-
-
-def reduced_dtype(mcfg: GANConfig, cuda: bool) -> torch.dtype:
-    """The dtype of the top blocks: auto = bf16 on a GPU, fp32 on the CPU (bf16 convolutions
-    on the CPU are two orders of magnitude slower than fp32 ones)."""
-    choice = mcfg.reduced_precision
-    if choice == "auto":
-        choice = "bf16" if cuda else "none"
-    return {"none": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[choice]
-
-
-def build_networks(
-    mcfg: GANConfig, resolution: int, cuda: bool
-) -> tuple[stylegan.Generator, stylegan.Discriminator]:
-    dtype = reduced_dtype(mcfg, cuda)
-    return stylegan.build_gan(
-        mcfg.preset,
-        resolution,
-        num_fp16_res=mcfg.num_fp16_res if dtype != torch.float32 else 0,
-        reduced_dtype=dtype,
-        conv_clamp=mcfg.conv_clamp,
-        mbstd_group_size=mcfg.mbstd_group,
-    )
-
+from hpcgen.networks import build_networks, sample
+from hpcgen.seeds import image_seeds
 
 REPORTED_LAYERS = (
     stylegan.MappingNetwork,
@@ -81,8 +58,9 @@ class GANTask:
     def __init__(self, cfg: TrainConfig, rank: int, world_size: int) -> None:
         self.cfg = mcfg = cfg.model  # type: ignore[assignment]
         assert isinstance(mcfg, GANConfig)
-        cuda = torch.cuda.is_available()
-        generator, discriminator = build_networks(mcfg, cfg.data.resolution, cuda)
+        self.run_cfg = cfg
+        nets = build_networks(cfg, torch.cuda.is_available())
+        generator, discriminator = nets["generator"], nets["discriminator"]
         self.z_dim = generator.z_dim
         self.parameters = {
             "generator": sum(p.numel() for p in generator.parameters()),
@@ -206,14 +184,11 @@ class GANTask:
 
     @torch.no_grad()
     def sample(self, n: int, resolution: int, seed: int) -> torch.Tensor:
-        """n images in [-1, 1] from G's EMA; image i from seed * 1_000_003 + i whatever n is."""
-        net = self.ema.module
-        was_training = net.training
-        net.eval()
-        z = seeded_latents([seed * 1_000_003 + i for i in range(n)], self.z_dim)
-        images = net(z.to(self.device), psi=self.cfg.truncation_psi, noise_mode="const")
-        net.train(was_training)
-        return images.float().cpu()
+        """n images in [-1, 1] from G's EMA; image i from image_seeds(seed) whatever n is."""
+        assert resolution == self.run_cfg.data.resolution
+        seeds = image_seeds(seed, n)
+        batch = max(n, 1)  # one batch: a grid, not per-seed exact images
+        return sample(self.run_cfg, self.ema.module, seeds, self.device, None, None, batch, False)
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -13,19 +13,10 @@ import torch
 from omegaconf import OmegaConf
 from torchvision.utils import save_image
 
-from hpcgen.config import ConfigError, DDPMConfig, TrainConfig
-from hpcgen.diffusion.gaussian import (
-    Diffusion,
-    ddim_sample,
-    ddpm_sample,
-    parse_sampler,
-    respace,
-)
+from hpcgen.config import ConfigError, TrainConfig
 from hpcgen.engine.checkpoint import CheckpointError, verify
-from hpcgen.engine.gan_task import build_networks
 from hpcgen.engine.run_dir import model_states_file, rank_state_file
-from hpcgen.gan.interpolate import seeded_latents
-from hpcgen.models.unet import build_unet
+from hpcgen.networks import build_sampling_network, sample
 
 
 def parse_seeds(spec: object, n: int) -> list[int]:
@@ -54,12 +45,7 @@ def load_network(ckpt: Path, device: torch.device) -> tuple[TrainConfig, torch.n
     """The run's config and its network (DDPM U-Net or GAN generator) with checkpoint weights."""
     manifest = _verify_any_world_size(ckpt)
     cfg = run_config(ckpt.parent.parent)
-    if isinstance(cfg.model, DDPMConfig):
-        out = 6 if cfg.model.variance == "learned_range" else 3
-        net, engine = build_unet(cfg.model.preset, out, cfg.data.resolution), "unet"
-    else:
-        cuda = device.type == "cuda"
-        net, engine = build_networks(cfg.model, cfg.data.resolution, cuda)[0], "generator"
+    engine, net = build_sampling_network(cfg, device.type == "cuda")
     # the EMA weights (full fp32, whatever the ZeRO stage); a checkpoint without them: the
     # trained weights from DeepSpeed's model states (ZeRO-1/2 only)
     task_state = torch.load(ckpt / rank_state_file(0), map_location="cpu", weights_only=True)
@@ -87,54 +73,6 @@ def _verify_any_world_size(ckpt: Path) -> dict:
         ) from err
 
 
-@torch.no_grad()
-def sample_images(
-    cfg: TrainConfig,
-    net: torch.nn.Module,
-    seeds: list[int],
-    device: torch.device,
-    sampler: str | None = None,
-    truncation_psi: float | None = None,
-    batch: int = 64,
-    exact_per_seed: bool = True,
-) -> torch.Tensor:
-    """(len(seeds), 3, R, R) in [-1, 1] on the CPU; image i depends on seeds[i] only.
-
-    exact_per_seed runs the GAN one image at a time: convolution kernels picked per batch size
-    differ in the last bits, enough to move a pixel across a rounding step. Evaluation turns it
-    off for speed (the difference is far below what FID resolves).
-    """
-    images = []
-    m = cfg.model
-    if isinstance(m, DDPMConfig):
-        kind, steps = parse_sampler(sampler or m.sampler)
-        full = Diffusion.from_schedule(m.schedule, m.diffusion_steps)
-        d = respace(full, steps or m.diffusion_steps)
-        run = ddim_sample if kind == "ddim" else ddpm_sample
-        extra = {"eta": m.ddim_eta} if kind == "ddim" else {}
-    for start in range(0, len(seeds), batch):
-        chunk = seeds[start : start + batch]
-        if isinstance(m, DDPMConfig):
-            images.append(
-                run(
-                    d,
-                    net,
-                    (3, cfg.data.resolution, cfg.data.resolution),
-                    chunk,
-                    parameterisation=m.parameterisation,
-                    variance=m.variance,
-                    device=device,
-                    **extra,
-                ).cpu()
-            )
-        else:
-            psi = cfg.model.truncation_psi if truncation_psi is None else truncation_psi
-            z = seeded_latents(chunk, net.z_dim).to(device)
-            for part in z.split(1 if exact_per_seed else batch):
-                images.append(net(part, psi=psi, noise_mode="const").float().cpu())
-    return torch.cat(images)
-
-
 def generate(
     ckpt: Path,
     seeds: list[int],
@@ -148,7 +86,7 @@ def generate(
     """Write one PNG per seed (and a grid); returns the written paths."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg, net = load_network(ckpt, device)
-    images = sample_images(cfg, net, seeds, device, sampler, truncation_psi, batch)
+    images = sample(cfg, net, seeds, device, sampler, truncation_psi, batch)
     pictures = (images + 1) / 2  # (N, 3, R, R) in [0, 1]
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

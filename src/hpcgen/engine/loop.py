@@ -15,7 +15,7 @@ from torchvision.utils import make_grid, save_image
 from hpcgen.config import ConfigError, TrainConfig
 from hpcgen.console import StepProgress
 from hpcgen.data.shards import ensure_shards, shard_paths
-from hpcgen.data.stream import ShardStream, to_unit_range
+from hpcgen.data.stream import ShardStream, real_images, to_unit_range
 from hpcgen.engine.checkpoint import CheckpointManager, NoSpaceError
 from hpcgen.engine.deepspeed_engine import check_precision
 from hpcgen.engine.disk import estimated_bytes, is_no_space
@@ -32,6 +32,12 @@ from hpcgen.engine.run_dir import sample_grid_path
 from hpcgen.engine.run_record import RunRecord, git_revision, slurm_job_id
 from hpcgen.engine.tasks import build_task
 from hpcgen.engine.tensorboard import TensorBoard
+from hpcgen.seeds import (
+    network_seed,
+    noise_seed_after_resize,
+    rank_seed,
+    rank_seed_after_resize,
+)
 
 
 def seed_everything(seed: int) -> None:
@@ -60,7 +66,6 @@ def save_samples(
 def write_augmentation_figure(root: Path, manifest: dict, path: Path) -> None:
     """The report's Figure 7 for this data: one real image under each ADA augmentation
     (read apart from the training stream, so the data position is untouched)."""
-    from hpcgen.eval.reference import real_images
     from hpcgen.gan.augment import augmentation_figure
 
     image = to_unit_range(real_images(root, manifest, 1)[0])
@@ -112,7 +117,7 @@ def _train(
 ) -> dict[str, Any]:
     check_precision(cfg.deepspeed, device.type == "cuda")
     cfg.trainer.resolve_batch(layout.world_size, cfg.deepspeed.grad_accum_steps)
-    seed_everything(cfg.seed * 1000 + layout.rank)
+    seed_everything(rank_seed(cfg.seed, layout.rank))
     record = RunRecord(run_dir, enabled=layout.is_main)
     print0(
         f"[hpcgen] {cfg.model.name} on {layout.world_size} rank(s) ({layout.source}, "
@@ -138,7 +143,7 @@ def _train(
     # every rank builds the same networks, buffers included (DeepSpeed broadcasts parameters
     # only, and a checkpoint restores rank 0's buffers everywhere); the per-rank streams go on
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed * 1000)
+        torch.manual_seed(network_seed(cfg.seed))
         task = build_task(cfg, layout.rank, layout.world_size)
     if cfg.model.name == "gan" and layout.is_main and not (run_dir / "augment.png").is_file():
         write_augmentation_figure(root, manifest, run_dir / "augment.png")
@@ -161,8 +166,8 @@ def _train(
         task.load_state_dict(state["task"])
         from_world_size = state.get("world_size_changed_from")
         if from_world_size:  # rank 0's state on every rank: reseed each rank's streams
-            seed_everything((cfg.seed * 1000 + layout.rank) * 1_000_003 + step)
-            task.generator.manual_seed(cfg.seed * 100_003 + layout.rank + 7_919 * step)
+            seed_everything(rank_seed_after_resize(cfg.seed, layout.rank, step))
+            task.generator.manual_seed(noise_seed_after_resize(cfg.seed, layout.rank, step))
         print0(f"[hpcgen] resumed from {latest} at step {step}")
     record.truncate_metrics(after_step=step)  # rows logged after it would repeat
     tb = TensorBoard(run_dir, cfg.logger.tensorboard and layout.is_main, resume_step=step)

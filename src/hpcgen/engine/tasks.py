@@ -10,20 +10,14 @@ from torch import nn
 
 from hpcgen.config import DDPMConfig, TrainConfig
 from hpcgen.data.stream import to_unit_range
-from hpcgen.diffusion.gaussian import (
-    Diffusion,
-    ddim_sample,
-    ddpm_sample,
-    parse_sampler,
-    respace,
-    training_losses,
-)
+from hpcgen.diffusion.gaussian import Diffusion, training_losses
 from hpcgen.diffusion.timesteps import LossAwareSampler
 from hpcgen.engine.deepspeed_engine import make_engine
 from hpcgen.engine.distributed import gather_from_ranks, noise_generator
 from hpcgen.engine.ema import EMA, ddpm_ema_beta
 from hpcgen.engine.gan_task import GANTask
-from hpcgen.models.unet import build_unet
+from hpcgen.networks import build_networks, sample
+from hpcgen.seeds import image_seeds
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -40,8 +34,8 @@ class DDPMTask:
     def __init__(self, cfg: TrainConfig, rank: int, world_size: int) -> None:
         self.cfg = mcfg = cfg.model  # type: ignore[assignment]
         assert isinstance(mcfg, DDPMConfig)
-        out_channels = 6 if mcfg.variance == "learned_range" else 3
-        unet = build_unet(mcfg.preset, out_channels, cfg.data.resolution)
+        self.run_cfg = cfg
+        unet = build_networks(cfg, torch.cuda.is_available())["unet"]
         self.parameters = {"unet": count_parameters(unet)}
         self.ema = EMA(unet)  # before DeepSpeed: full fp32 weights even under ZeRO-3
         self.ema_updates = 0
@@ -114,29 +108,10 @@ class DDPMTask:
         return totals
 
     def sample(self, n: int, resolution: int, seed: int) -> torch.Tensor:
-        """n images in [-1, 1] from the EMA weights, sample i from seed (seed, i) whatever n is."""
-        net = self.ema.module
-        was_training = net.training
-        net.eval()
-        dtype, device = _module_dtype(net), self.engine.device
-        kind, steps = parse_sampler(self.cfg.sampler)
-        d = respace(self.diffusion, steps or self.diffusion.T)
-
-        def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return net(x.to(dtype), t).float()
-
-        seeds = [seed * 1_000_003 + i for i in range(n)]
-        common = dict(
-            parameterisation=self.cfg.parameterisation, variance=self.cfg.variance, device=device
-        )
-        if kind == "ddim":
-            images = ddim_sample(
-                d, model, (3, resolution, resolution), seeds, eta=self.cfg.ddim_eta, **common
-            )
-        else:
-            images = ddpm_sample(d, model, (3, resolution, resolution), seeds, **common)
-        net.train(was_training)
-        return images.cpu()
+        """n images in [-1, 1] from the EMA weights; image i from image_seeds(seed), any n."""
+        assert resolution == self.run_cfg.data.resolution
+        seeds = image_seeds(seed, n)
+        return sample(self.run_cfg, self.ema.module, seeds, self.engine.device, batch=max(n, 1))
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -21,6 +21,7 @@ from hpcgen.config import ConfigError, DDPMConfig, TrainConfig
 from hpcgen.data.shards import ensure_shards, read_manifest, write_json_atomic
 from hpcgen.data.stream import to_unit_range
 from hpcgen.diffusion.gaussian import DECODER_CDFS
+from hpcgen.engine.generate import load_network, run_config
 from hpcgen.engine.run_dir import (
     checkpoint_dir,
     committed_checkpoints,
@@ -37,6 +38,8 @@ from hpcgen.eval.inception import weights_dir
 from hpcgen.eval.metrics import feature_statistics, frechet_distance, kernel_inception_distance
 from hpcgen.eval.plot import line_plot
 from hpcgen.eval.reference import real_images, reference_statistics
+from hpcgen.networks import sample
+from hpcgen.seeds import image_seeds
 
 SELECT = "latest | milestones | all | step_N"
 
@@ -96,8 +99,6 @@ def select_checkpoints(run_dir: Path, select: str) -> list[Path]:
     if select == "latest":
         return ckpts[-1:]
     if select == "milestones":
-        from hpcgen.engine.generate import run_config
-
         every = run_config(run_dir).trainer.ckpt_milestone_every_steps
         steps = [c for c in ckpts if every and step_of(c) % every == 0]
         return steps or ckpts[-1:]
@@ -276,8 +277,6 @@ def ddpm_bits_per_dim(
 def evaluate_checkpoint(entry: dict, ecfg: EvalConfig, force: bool = False) -> dict:
     """One task: FID/KID of `num_samples` generated images against the reference, sample grid,
     interpolation figure; the result JSON appears atomically when everything is done."""
-    from hpcgen.engine.generate import load_network, sample_images
-
     out = Path(entry["result"])
     if out.is_file() and not force:
         return json.loads(out.read_text()) | {"skipped": True}
@@ -290,10 +289,10 @@ def evaluate_checkpoint(entry: dict, ecfg: EvalConfig, force: bool = False) -> d
     ref, ref_cached = reference_statistics(root, manifest, extractor, ecfg.ref_samples, ecfg.batch)
     is_ddpm = isinstance(cfg.model, DDPMConfig)
     sampler = (ecfg.sampler or "ddim50") if is_ddpm else None
-    seeds = [ecfg.seed * 1_000_003 + i for i in range(ecfg.num_samples)]
+    seeds = image_seeds(ecfg.seed, ecfg.num_samples)
     features, grid = [], None
     for i in range(0, len(seeds), ecfg.batch):
-        images = sample_images(
+        images = sample(
             cfg, net, seeds[i : i + ecfg.batch], device, sampler, 1.0, ecfg.batch, False
         )
         grid = images[:64] if grid is None else grid

@@ -10,26 +10,12 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from hpcgen.data.shards import shard_paths
-from hpcgen.data.stream import ShardStream
+from hpcgen.data.stream import real_images
 from hpcgen.eval.features import Extractor
 from hpcgen.eval.metrics import feature_statistics
 
 KID_MAX_FEATURES = 10_000  # features kept for KID (its subsets hold 1000 images)
-
-
-def real_images(root: Path, manifest: dict, n: int, batch: int = 256) -> torch.Tensor:
-    """The first n images of the shards in order (no shuffle, no flip): uint8 (n, 3, R, R)."""
-    n = min(n, manifest["total"])
-    stream = ShardStream(shard_paths(root, manifest), batch, shuffle_buffer=0, num_workers=0)
-    images, have = [], 0
-    while have < n:
-        images.append(stream.next_batch())
-        have += len(images[-1])
-    stream.close()
-    return torch.cat(images)[:n]
 
 
 def cache_key(manifest: dict, extractor: Extractor, n: int) -> str:
