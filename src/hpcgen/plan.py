@@ -20,6 +20,7 @@ from hpcgen.config import DDPMConfig, TrainConfig
 from hpcgen.engine.disk import estimated_bytes, human
 from hpcgen.models.stylegan import build_gan
 from hpcgen.models.unet import build_unet
+from hpcgen.networks import build_networks, output_channels
 
 
 @dataclass(frozen=True)
@@ -47,13 +48,13 @@ def _fwd_bwd_flops(fn) -> int:
     return counter.get_total_flops()
 
 
-def train_flops_per_image(model: str, preset: str, resolution: int, learned: bool = False) -> int:
+def train_flops_per_image(model: str, preset: str, resolution: int, out_channels: int = 3) -> int:
     """FLOPs of one image's training step. DDPM: the U-Net's forward and backward. GAN: the G
     step (D(G(z)) forward and backward), the D step (G forward; D forward and backward on the
     fake and the real image); lazy R1 and path length are left out (a few percent)."""
     with torch.device("meta"):
         if model == "ddpm":
-            net = build_unet(preset, 6 if learned else 3, resolution)
+            net = build_unet(preset, out_channels, resolution)
             x, t = torch.randn(1, 3, resolution, resolution), torch.zeros(1, dtype=torch.long)
             return _fwd_bwd_flops(lambda: net(x, t))
         generator, discriminator = build_gan(preset, resolution)
@@ -95,13 +96,9 @@ class JobPlan:
 
 
 def parameter_counts(cfg: TrainConfig) -> dict[str, int]:
-    m, res = cfg.model, cfg.data.resolution
+    """Parameters of the run's networks, by engine name."""
     with torch.device("meta"):
-        if isinstance(m, DDPMConfig):
-            nets = {"unet": build_unet(m.preset, 6 if m.variance == "learned_range" else 3, res)}
-        else:
-            generator, discriminator = build_gan(m.preset, res)
-            nets = {"generator": generator, "discriminator": discriminator}
+        nets = build_networks(cfg, cuda=False)
     return {k: sum(p.numel() for p in net.parameters()) for k, net in nets.items()}
 
 
@@ -123,13 +120,13 @@ def plan_job(cfg: TrainConfig, world_size: int, measured: list[Throughput] = ())
     global_batch = dataclasses.replace(cfg.trainer).resolve_batch(world_size, accum)
     global_batch *= world_size * accum
     images = cfg.trainer.max_steps * global_batch
-    learned = isinstance(m, DDPMConfig) and m.variance == "learned_range"
+    out = output_channels(m.variance) if isinstance(m, DDPMConfig) else 3
     candidates = [r for r in measured if r.model == m.name] or [CPU_MEASURED[m.name]]
     same = [r for r in candidates if (r.preset, r.resolution) == (m.preset, res)]
     ref = (same or candidates)[0]
     rate = ref.images_per_s
     if not same:
-        ours = train_flops_per_image(m.name, m.preset, res, learned)
+        ours = train_flops_per_image(m.name, m.preset, res, out)
         rate *= train_flops_per_image(ref.model, ref.preset, ref.resolution) / ours
     on_cpu = ref in CPU_MEASURED.values()
     basis = (
