@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""Benchmarks: python launch/bench.py suite=data. Prints a table and writes <run>/bench.json."""
+"""Benchmarks: python launch/bench.py suite=data. A table, and <run>/bench/<suite>.json."""
 
 import hydra
 from omegaconf import DictConfig
 
-from hpcgen.engine.hydra_entry import run_bench
+from hpcgen.cli.bench import run_bench
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="bench")

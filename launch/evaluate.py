@@ -10,7 +10,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from hpcgen.eval.entry import evaluate_array_argv, run_evaluate
+from hpcgen.cli.evaluate import evaluate_array_argv, run_evaluate
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")

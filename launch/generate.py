@@ -4,7 +4,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from hpcgen.engine.hydra_entry import run_generate
+from hpcgen.cli.generate import run_generate
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="generate")

@@ -10,7 +10,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from hpcgen.engine.hydra_entry import preflight_or_exit, prepare_array_argv, run_prepare
+from hpcgen.cli.prepare import preflight_or_exit, prepare_array_argv, run_prepare
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="prepare")

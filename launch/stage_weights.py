@@ -4,7 +4,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from hpcgen.eval.entry import run_stage_weights
+from hpcgen.cli.stage_weights import run_stage_weights
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="stage_weights")

@@ -10,7 +10,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from hpcgen.engine.hydra_entry import preflight_or_exit, run_job
+from hpcgen.cli.train import preflight_or_exit, run_job
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")

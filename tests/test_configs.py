@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from hpcgen.cli.compose import expand_sweep, to_train_config
+from hpcgen.cli.preflight import preflight
 from hpcgen.config import ConfigError, DDPMConfig, GANConfig, TrainConfig
-from hpcgen.engine.hydra_entry import expand_sweep, preflight, to_train_config
 from tests.conftest import REPO, compose_train, run_train
 
 
@@ -181,7 +182,7 @@ def test_manifest_of_lsun_root_is_checked(tmp_path):
 
 @pytest.mark.parametrize("data", options("data"))
 def test_prepare_config_composes_for_every_data_source(data, tmp_path):
-    from hpcgen.engine.hydra_entry import compose_jobs, to_prepare_config
+    from hpcgen.cli.compose import compose_jobs, to_prepare_config
 
     (cfg,) = compose_jobs(
         [f"data={data}", f"data.source={tmp_path}", "num_tasks=4", "task_index=3"], "prepare"
@@ -191,7 +192,7 @@ def test_prepare_config_composes_for_every_data_source(data, tmp_path):
 
 
 def test_prepare_on_slurm_becomes_an_array_of_shard_ranges():
-    from hpcgen.engine.hydra_entry import prepare_array_argv
+    from hpcgen.cli.prepare import prepare_array_argv
 
     assert prepare_array_argv(["data=folder", "hydra/launcher=slurm", "num_tasks=3"]) == [
         "-m",

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hpcgen.cli.compose import to_train_config
 from hpcgen.config import ConfigError, TrainConfig
-from hpcgen.engine.hydra_entry import to_train_config
 from hpcgen.models.unet import PRESETS, UNet, build_unet
 from hpcgen.plan import parameter_counts
 from tests.conftest import REPO, compose_train

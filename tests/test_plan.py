@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from hpcgen.cli.compose import to_train_config
 from hpcgen.config import TrainConfig
-from hpcgen.engine.hydra_entry import to_train_config
 from hpcgen.plan import (
     CPU_MEASURED,
     checkpoint_steps,

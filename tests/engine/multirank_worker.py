@@ -13,12 +13,12 @@ import sys
 
 import torch
 
+from hpcgen.cli.compose import to_train_config
 from hpcgen.data.shards import ensure_shards
 from hpcgen.data.stream import to_unit_range
 from hpcgen.diffusion.gaussian import Diffusion, training_losses
 from hpcgen.engine.deepspeed_engine import make_engine
 from hpcgen.engine.distributed import average_over_ranks_, detect_layout, init_distributed
-from hpcgen.engine.hydra_entry import to_train_config
 from hpcgen.eval.reference import real_images
 from hpcgen.gan.losses import d_loss, g_loss, r1_penalty
 from hpcgen.models.unet import build_unet

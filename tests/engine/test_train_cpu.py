@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from hpcgen.cli.compose import to_train_config
 from hpcgen.engine.checkpoint import CheckpointError, CheckpointManager, verify
-from hpcgen.engine.hydra_entry import to_train_config
 from hpcgen.engine.loop import train
 from hpcgen.engine.run_dir import (
     COMMIT_MANIFEST,
