@@ -7,6 +7,7 @@ import json
 import pytest
 
 from hpcgen.cli.compose import to_train_config
+from hpcgen.cli.dry_run import wants_dry_run
 from hpcgen.config import TrainConfig
 from hpcgen.plan import (
     CPU_MEASURED,
@@ -16,7 +17,7 @@ from hpcgen.plan import (
     plan_job,
     train_flops_per_image,
 )
-from tests.conftest import compose_train
+from tests.conftest import compose_train, run_train
 
 
 def experiment(name: str, *extra: str) -> TrainConfig:
@@ -57,3 +58,32 @@ def test_a_gpu_bench_result_replaces_the_cpu_figure(tmp_path):
     assert plan.on_gpu and plan.device_hours == pytest.approx(947_825 * 16 / 400 / 3600)
     text = describe(plan, 8)
     assert "GPU-hours" in text and "NVIDIA H200" in text and "CPU" not in text
+
+
+def test_dry_run_prints_every_jobs_plan_and_runs_nothing(tmp_path, hpcgen_dirs):
+    before = sorted(hpcgen_dirs["out"].rglob("*")) if hpcgen_dirs["out"].exists() else []
+    result = run_train(["-m", "experiment=smoke,report_gan", "dry_run=true"], cwd=tmp_path)
+    out = result.stdout
+    assert result.returncode == 2, result.stderr  # report_gan's LSUN shards are not there
+    assert "job 0: ddpm tiny 16 px on 1 rank(s), 1 node(s)" in out
+    assert "generator 22,243,608, discriminator 23,407,361 parameters" in out
+    assert "checkpoints: 30 saved, 30 kept" in out and "a CPU extrapolation" in out
+    assert "  would fail: data.root=" in out and out.count("would fail:") == 1
+    assert "dry run: 2 job(s) on 2 node(s) in all" in out and "nothing was run" in out
+    after = sorted(hpcgen_dirs["out"].rglob("*")) if hpcgen_dirs["out"].exists() else []
+    assert after == before and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "argv,wanted",
+    [(["dry_run=true"], True), (["-m", "dry_run=yes"], True), (["dry_run=false"], False),
+     (["dry_run=true", "dry_run=false"], False), (["model=gan"], False)],
+)  # fmt: skip
+def test_dry_run_is_read_as_omegaconf_reads_a_boolean(argv, wanted):
+    assert wants_dry_run(argv) is wanted
+
+
+def test_a_runs_saved_config_with_the_launch_keys_still_builds():
+    # .hydra/config.yaml of a run holds train.yaml's dry_run and gpu_bench (generate, evaluate)
+    tree = {"model": {"name": "ddpm"}, "dry_run": False, "gpu_bench": None, "seed": 3}
+    assert TrainConfig.from_dict(tree).seed == 3

@@ -298,6 +298,9 @@ class LoggerConfig:
 
 
 MODEL_SCHEMAS: dict[str, type] = {"ddpm": DDPMConfig, "gan": GANConfig}
+# top-level keys of a composed train config that are not the job's: Hydra's, and train.yaml's
+# for launch/train.py itself (dry_run, gpu_bench: cli/dry_run.py)
+NOT_THE_JOBS = ("hydra", "dry_run", "gpu_bench")
 
 
 @dataclass
@@ -332,7 +335,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, tree: dict[str, Any]) -> TrainConfig:
         """Build from a plain (resolved) dict, e.g. OmegaConf.to_container(cfg, resolve=True)."""
-        tree = {k: v for k, v in tree.items() if k != "hydra"}
+        tree = {k: v for k, v in tree.items() if k not in NOT_THE_JOBS}
         model = tree.get("model")
         if not isinstance(model, dict) or model.get("name") not in MODEL_SCHEMAS:
             name = model.get("name") if isinstance(model, dict) else model

@@ -10,10 +10,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from hpcgen.cli.compose import to_train_config
+from hpcgen.cli.dry_run import dry_run_or_continue
 from hpcgen.cli.preflight import preflight_or_exit
 from hpcgen.config import ConfigError
 
-__all__ = ["preflight_or_exit", "run_job"]
+__all__ = ["dry_run_or_continue", "preflight_or_exit", "run_job"]
 
 
 def run_job(cfg: DictConfig) -> dict[str, Any]:
