@@ -126,3 +126,11 @@ def test_global_batch_divides_over_gpus_or_says_what_would(name, world):
         return
     assert trainer.resolve_batch(world, 1) == expected
     assert trainer.batch_per_gpu * 1 * world == trainer.global_batch
+
+
+@pytest.mark.parametrize("name", ["report_gan", "lsun256_stylegan2"])
+def test_gan_batch_per_gpu_fills_the_minibatch_stddev_group_up_to_8_gpus(name):
+    cfg = experiment(name)
+    for world in (1, 8):
+        assert cfg.trainer.resolve_batch(world, 1) >= cfg.model.mbstd_group
+    assert cfg.trainer.resolve_batch(32, 1) < cfg.model.mbstd_group  # said in the YAML
