@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hpcgen.engine.run_dir import sample_grids
 from tests.conftest import REPO, run_train
 from tests.eval.test_evaluate import SMALL, evaluate
 
@@ -101,7 +102,7 @@ def test_report_of_a_trained_and_evaluated_sweep_renders_every_image(sweep, chro
 def test_a_corrupt_image_and_a_failed_job_are_named_on_the_page(sweep, chromium, tmp_path):
     copy = tmp_path / "sweep"
     shutil.copytree(sweep, copy)
-    grid = next((copy / "1" / "samples").glob("step_*.png"))
+    grid = sample_grids(copy / "1")[0]
     grid.write_bytes(grid.read_bytes()[:100])  # a PNG cut by a kill mid-write
     run = json.loads((copy / "0" / "run.json").read_text())
     run.update(status="failed", error="RuntimeError: loss is NaN at step 13")

@@ -10,7 +10,13 @@ import sys
 import pytest
 
 from hpcgen import slurm
-from hpcgen.engine.run_dir import COMMIT_MANIFEST
+from hpcgen.engine.run_dir import (
+    COMMIT_MANIFEST,
+    checkpoint_dir,
+    latest_name,
+    rank_state_file,
+    result_paths,
+)
 from hpcgen.engine.run_record import last_metrics, read_run
 from tests.conftest import REPO, compose_train, run_train
 
@@ -48,7 +54,7 @@ def test_multirun_on_slurm_completes_both_models(slurm_cluster, tmp_path):
     for job, model in ((0, "ddpm"), (1, "gan")):
         run = json.loads((sweep / str(job) / "run.json").read_text())
         assert run["model"] == model and run["status"] == "completed" and run["step"] == 20
-        assert run["slurm_job_id"] and (sweep / str(job) / "checkpoints" / "latest").is_file()
+        assert run["slurm_job_id"] and latest_name(checkpoint_dir(sweep / str(job)))
         assert (sweep / str(job) / "samples" / "step_00000020.png").is_file()
         assert slurm.job_state(run["slurm_job_id"]) == "COMPLETED"
         job_ids.add(run["slurm_job_id"].split("_")[0])
@@ -78,8 +84,8 @@ def test_two_ranks_on_one_node_train_under_zero2(slurm_cluster, tmp_path):
     assert run["global_batch"] == 2 * 8
     ckpt = sweep / "0" / "checkpoints" / "step_00000020"
     assert {p.name for p in ckpt.glob("hpcgen_rank*.pt")} == {
-        "hpcgen_rank00000.pt",
-        "hpcgen_rank00001.pt",
+        rank_state_file(0),
+        rank_state_file(1),
     }
     manifest = json.loads((ckpt / COMMIT_MANIFEST).read_text())
     assert manifest["world_size"] == 2
@@ -423,7 +429,7 @@ def test_plain_sbatch_array_evaluates_the_manifest_of_a_dry_run(slurm_cluster, t
     )  # fmt: skip
     assert dry.returncode == 0, dry.stderr[-2000:]
     line = next(x for x in dry.stdout.splitlines() if x.startswith("sbatch "))
-    assert not list((sweep / "0" / "eval").glob("step_*.json")), "a dry run evaluates nothing"
+    assert not result_paths(sweep / "0"), "a dry run evaluates nothing"
     env = {**os.environ, "HPCGEN_PYTHON": sys.executable}
     submitted = subprocess.run(
         # the local node has 2 CPUs; the script asks for 4, as a GPU node would have
@@ -433,7 +439,5 @@ def test_plain_sbatch_array_evaluates_the_manifest_of_a_dry_run(slurm_cluster, t
     )  # fmt: skip
     logs = "".join(p.read_text() for p in tmp_path.glob("eval-*.out"))
     assert submitted.returncode == 0, submitted.stderr + logs[-3000:]
-    steps = sorted(
-        json.loads(p.read_text())["step"] for p in (sweep / "0" / "eval").glob("step_*.json")
-    )
+    steps = sorted(json.loads(p.read_text())["step"] for p in result_paths(sweep / "0"))
     assert steps == [10, 20] and "FID" in logs

@@ -16,8 +16,9 @@ from hpcgen.engine.checkpoint import CheckpointError, CheckpointManager
 from hpcgen.engine.loop import train
 from hpcgen.engine.preemption import Preempted
 from hpcgen.engine.run_dir import (
-    COMMIT_MANIFEST,
     checkpoint_dir,
+    commit_manifest,
+    committed_checkpoints,
     latest_name,
     latest_step,
     rank_state_file,
@@ -106,13 +107,13 @@ def test_retention_keeps_the_last_k_and_the_milestones(tmp_path):
         ),
         tmp_path,
     )
-    kept = sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*"))
+    kept = sorted(p.name for p in checkpoint_dir(tmp_path).glob("step_*"))  # committed or not
     assert kept == ["step_00000020", "step_00000040", "step_00000055", "step_00000060"]
 
 
 def test_no_valid_checkpoint_stops_or_with_the_flag_starts_over_keeping_the_files(tmp_path):
     train(smoke_config("ddpm", "trainer.max_steps=10"), tmp_path)
-    for manifest in (tmp_path / "checkpoints").glob(f"step_*/{COMMIT_MANIFEST}"):
+    for manifest in map(commit_manifest, committed_checkpoints(checkpoint_dir(tmp_path))):
         manifest.write_text("{ not json")
     with pytest.raises(CheckpointError, match="allow_fresh_start_on_corrupt=true"):
         train(smoke_config("ddpm", "trainer.max_steps=10"), tmp_path)

@@ -17,9 +17,11 @@ from hpcgen.engine.run_dir import (
     COMMIT_MANIFEST,
     checkpoint_dir,
     checkpoint_path,
+    latest_file,
     latest_name,
     model_states_file,
     rank_state_file,
+    step_name,
 )
 from tests.conftest import compose_train, run_train
 
@@ -122,8 +124,10 @@ def test_uncommitted_checkpoint_is_never_loaded(tmp_path):
     step10 = tmp_path / "checkpoints" / "step_00000010"
     (step10 / COMMIT_MANIFEST).rename(tmp_path / "COMMITTED.bak")
     ckpts = CheckpointManager(tmp_path, rank=0, world_size=1, keep_last=2)
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="none verifies"):
         ckpts.find_latest()
+    with pytest.raises(CheckpointError, match="never committed"):
+        verify(step10)
 
 
 def test_local_multirun_trains_both_models_and_prints_the_table(tmp_path):
@@ -210,7 +214,7 @@ def test_tensorboard_gets_scalars_and_sample_grids_once_per_step_across_a_resume
     train(smoke_config("gan", *cfg), tmp_path)
     # as if killed after logging step 12 but before committing its checkpoint
     shutil.rmtree(tmp_path / "checkpoints" / "step_00000012")
-    (tmp_path / "checkpoints" / "latest").write_text("step_00000006\n")
+    latest_file(checkpoint_dir(tmp_path)).write_text(step_name(6) + "\n")
     train(smoke_config("gan", *cfg), tmp_path)
     events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"scalars": 0})
     events.Reload()

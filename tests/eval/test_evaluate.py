@@ -117,7 +117,7 @@ def test_cached_reference_statistics_equal_fresh_ones(sweep, tmp_path):
 def test_a_killed_task_leaves_no_partial_result(sweep):
     manifest, entries = build_manifest(sweep / "0", "step_10", force=True)
     result = sweep / "0" / "eval" / "step_00000010.json"
-    result.unlink()
+    result.unlink(missing_ok=True)  # evaluated by an earlier test of this module, or not yet
     slow = [a for a in SMALL if not a.startswith("eval.num_samples")] + ["eval.num_samples=4096"]
     task = subprocess.Popen(
         [sys.executable, str(REPO / "launch" / "evaluate.py"), f"run={sweep / '0'}",
@@ -127,8 +127,10 @@ def test_a_killed_task_leaves_no_partial_result(sweep):
     )  # fmt: skip
     assert "[evaluate] task 0" in task.stdout.readline()
     time.sleep(3)
+    assert task.poll() is None, f"the task ended before the kill (exit {task.returncode})"
     task.send_signal(signal.SIGKILL)
     task.wait(timeout=30)
+    assert task.returncode == -signal.SIGKILL  # killed mid-work, not finished or crashed
     assert not result.exists()
     assert not list((sweep / "0" / "eval").glob("step_00000010*.json"))
 

@@ -70,10 +70,25 @@ def test_wgan_gp_penalty_is_zero_for_a_one_lipschitz_linear_critic():
 
 
 def test_path_length_penalty_tracks_the_mean_and_differentiates_through_w():
-    ws = torch.randn(4, 3, 8, requires_grad=True)
-    weight = torch.randn(8, 3 * 4 * 4)
-    img = (ws.mean(dim=1) @ weight).reshape(4, 3, 4, 4)
-    pl, mean = path_length_penalty(img, ws, torch.zeros([]), decay=1.0)
+    ws = torch.randn(4, 3, 8, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(8, 3 * 4 * 4, dtype=torch.float64, requires_grad=True)  # G's weights
+
+    def penalty(wt: torch.Tensor, decay: float) -> tuple[torch.Tensor, torch.Tensor]:
+        img = (ws.mean(dim=1) @ wt).reshape(4, 3, 4, 4)  # (B, 3, 4, 4), a function of w
+        zero = torch.zeros([], dtype=torch.float64)
+        return path_length_penalty(img, ws, zero, decay, torch.Generator().manual_seed(0))
+
+    pl, mean = penalty(weight, decay=1.0)
     assert float(mean) > 0 and float(pl) >= 0
-    _, mean_slow = path_length_penalty(img, ws, torch.zeros([]), decay=0.01)
-    assert math.isclose(float(mean_slow), 0.01 * float(mean), rel_tol=0.5)
+    _, mean_slow = penalty(weight, decay=0.01)
+    assert math.isclose(float(mean_slow), 0.01 * float(mean), rel_tol=1e-9)
+    # the penalty's gradient reaches G's weights through dimg/dw (a double backward): it
+    # equals the finite difference of the penalty (decay 0 keeps the running mean fixed)
+    (grad,) = torch.autograd.grad(penalty(weight, decay=0.0)[0], weight)
+    direction = torch.randn_like(weight)
+    eps = 1e-6
+    with torch.no_grad():
+        plus, minus = weight + eps * direction, weight - eps * direction
+    numeric = (penalty(plus, 0.0)[0] - penalty(minus, 0.0)[0]) / (2 * eps)
+    assert float(grad.abs().max()) > 0
+    assert math.isclose(float((grad * direction).sum()), float(numeric), rel_tol=1e-6)
