@@ -3,7 +3,7 @@
 All three read the same images (toy bedrooms as PNG): the stream from webdataset shards,
 ImageFolder (PIL, its default loader, float output made in its workers) from one PNG file per
 image, and the bound decodes the
-same PNG bytes from memory with the stream's decoder (torchvision.io) in one process, with no
+same PNG bytes from memory with the stream's decoder (TorchCodec) in one process, with no
 I/O, shuffling, flipping or batching. The stream hands uint8 batches to the training process,
 which converts them on the device (`to_unit_range`); a second stream row converts on the CPU.
 """
@@ -15,13 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
-from torchvision.io import ImageReadMode, decode_image
 
 from hpcgen.benchmarks.common import summary
 from hpcgen.config import DataConfig
+from hpcgen.data.decode import decode_shard_image
 from hpcgen.data.shards import ensure_shards, shard_paths
 from hpcgen.data.stream import ShardStream, to_unit_range
 
@@ -116,9 +115,7 @@ def run(
     def decode_only():  # the stream's decoder, nothing else
         while True:
             for data in pngs:
-                yield decode_image(
-                    torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB
-                )
+                yield decode_shard_image(data)
 
     decoded = decode_only()
     bound_rate = _images_per_s(

@@ -26,17 +26,9 @@ import numpy as np
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from torchvision.io import ImageReadMode, decode_image
 
+from hpcgen.data.decode import decode_shard_image
 from hpcgen.data.shards import shard_paths
-
-# torchvision 0.29 warns on every decode that torchcodec supersedes it; the decoders work and
-# are pinned with torchvision here. One note per process instead of one per image:
-warnings.filterwarnings(
-    "once",
-    message="The image decoding and encoding capabilities of TorchVision are deprecated",
-    category=DeprecationWarning,
-)
 
 
 def _tar_members(path: str) -> Iterator[tuple[str, bytes]]:
@@ -142,10 +134,8 @@ class _Reader:
 
     def _decode(self, sample: dict, epoch: int) -> torch.Tensor | None:
         key = next((k for k in sample if k.startswith("img.")), None)
-        try:  # libpng / libjpeg / libwebp through torchvision: about 2x PIL at 64 px
-            image = decode_image(
-                torch.frombuffer(bytearray(sample[key]), dtype=torch.uint8), mode=ImageReadMode.RGB
-            )  # (3, H, W) uint8
+        try:
+            image = decode_shard_image(sample[key])  # (3, H, W) uint8
         except Exception:  # bad bytes or no image: counted, never fatal
             self.skipped += 1
             return None
