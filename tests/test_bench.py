@@ -62,6 +62,17 @@ SUITES = {
         ["evaluation.extractor=tiny-test", "evaluation.images=16", "evaluation.repeats=1"],
         ["reference_cached_vs_fresh", "features_images_per_s"],
     ),
+    "quality": (  # a few seconds of each model on the smoke settings, the tiny-test extractor
+        [
+            "quality.minutes=0.05",
+            "quality.points=1",
+            "quality.samples=16",
+            "quality.extractor=tiny-test",
+            'quality.ddpm=["experiment=smoke"]',
+            'quality.gan=["experiment=smoke"]',
+        ],
+        ["ddpm", "gan", "diffusers_peer", "ddpm_vs_peer_fid_over_floor"],
+    ),  # fmt: skip
 }
 
 
@@ -82,6 +93,12 @@ def test_suite_writes_its_json(suite, tmp_path):
         ddpm = data["ddpm:tiny:16:4"]
         assert ddpm["flops_per_step"] > 0 and ddpm["mfu"] > 0
         assert data["gan:tiny:16:4"]["loader_headroom"] > 0
+    if suite == "quality":  # untrained point, one point after the budget, the floor beside it
+        for model in ("ddpm", "gan"):
+            curve = data[model]["curve"]
+            assert [p["step"] for p in curve][0] == 1 and curve[-1]["step"] > 1
+            assert data[model]["fid_floor"] > 0 and data[model]["untrained_fid"] > 0
+        assert data["diffusers_peer"]["steps"] > 0 and data["diffusers_peer"]["fid"] > 0
     if suite == "checkpoint":  # a real training process saved the very step it was signalled at
         signalled = data["preemption"]["ddpm:tiny"]
         assert signalled["steps_lost_max"] == 0 and signalled["steps_after_signal_max"] <= 1

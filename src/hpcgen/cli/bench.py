@@ -24,6 +24,7 @@ SUITES = {
     "checkpoint": "hpcgen.benchmarks.checkpoint",
     "evaluation": "hpcgen.benchmarks.evaluation",
     "gpu": "hpcgen.benchmarks.gpu",
+    "quality": "hpcgen.benchmarks.quality",
 }
 
 

@@ -1,0 +1,178 @@
+"""Quality suite: what each model learns on the embedded toy bedrooms in a fixed CPU budget.
+
+Each model trains for `minutes` of wall time in `points` chunks (a resumed run is bitwise the
+uninterrupted one, so the chunks are one run); after each chunk its newest checkpoint is
+evaluated with the staged Inception: FID and KID of `samples` generated images (EMA weights;
+DDIM-50 / psi = 1) against the training images, beside the data's floor (the FID of as many
+held-out toy bedrooms). The first point, after one step, is the untrained FID. The diffusers
+peer (UNet2DModel + DDPMScheduler at our parameter count, as the peer suite builds it, with the
+same EMA) trains for the same minutes on the same images and is measured the same way.
+Targets (2 cores, 30 minutes a model): DDPM FID <= 3x floor, GAN <= 5x floor, both <= 0.3x
+their untrained FID; ours / floor <= the peer's.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra import compose
+from omegaconf import OmegaConf
+
+from hpcgen.cli.compose import to_train_config
+from hpcgen.config import TrainConfig
+from hpcgen.data.shards import ensure_shards, shard_paths
+from hpcgen.data.stream import ShardStream, to_unit_range
+from hpcgen.engine.ema import EMA, ddpm_ema_beta
+from hpcgen.engine.loop import train
+from hpcgen.engine.run_dir import checkpoint_dir, checkpoint_path, result_path
+from hpcgen.eval.evaluate import EvalConfig, evaluate_checkpoint, to_uint8
+from hpcgen.eval.features import Extractor, build_extractor
+from hpcgen.eval.floor import data_floor
+from hpcgen.eval.inception import weights_dir
+from hpcgen.eval.metrics import feature_statistics, frechet_distance, kernel_inception_distance
+from hpcgen.eval.reference import reference_statistics
+
+TARGETS = {"ddpm": 3.0, "gan": 5.0}  # FID / floor at 30 minutes on 2 cores
+
+
+def _config(overrides: list[str], max_steps: int, run_dir: Path | None = None) -> TrainConfig:
+    """The composed train config; with run_dir, also saved where Hydra would keep it (evaluation
+    rebuilds the network from <run>/.hydra/config.yaml)."""
+    cfg = compose("train", overrides=[*overrides, f"trainer.max_steps={max_steps}"])
+    if run_dir is not None:
+        (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml", resolve=True)
+    return to_train_config(cfg)
+
+
+def _point(ecfg: EvalConfig, run_dir: Path, step: int, seconds: float) -> dict:
+    ckpt = checkpoint_path(checkpoint_dir(run_dir), step)
+    result = result_path(ckpt)
+    entry = {"run_dir": str(run_dir), "ckpt": str(ckpt), "step": step, "result": str(result)}
+    r = evaluate_checkpoint(entry, ecfg, force=True)
+    keep = ("fid", "kid_mean", "fid_floor", "seconds")
+    return {"step": step, "train_seconds": seconds} | {k: r.get(k) for k in keep}
+
+
+def train_and_measure(
+    overrides: list[str], run_dir: Path, minutes: float, points: int, ecfg: EvalConfig
+) -> list[dict]:
+    """FID after 1 step, then after each of `points` equal slices of the budget."""
+    train(_config(overrides, 1, run_dir), run_dir)
+    curve = [_point(ecfg, run_dir, 1, 0.0)]
+    step, spent, per_step = 1, 0.0, None
+    for k in range(1, points + 1):
+        goal = minutes * 60 * k / points
+        # steps for this slice from the throughput so far (a first guess of 10 steps/s)
+        steps = max(int((goal - spent) / (per_step or 0.1)), 1)
+        start = time.perf_counter()
+        train(_config(overrides, step + steps, run_dir), run_dir)
+        took = time.perf_counter() - start
+        spent, step = spent + took, step + steps
+        per_step = took / steps
+        curve.append(_point(ecfg, run_dir, step, spent))
+    return curve
+
+
+def _peer_fid(
+    cfg: TrainConfig, minutes: float, ecfg: EvalConfig, extractor: Extractor, ref: dict
+) -> dict:
+    """diffusers' UNet2DModel + DDPMScheduler trained for `minutes`, sampled with DDIM-50."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    from hpcgen.benchmarks.peer import matched_peer
+    from hpcgen.models.unet import build_unet
+
+    m, r = cfg.model, cfg.data.resolution
+    target = sum(p.numel() for p in build_unet(m.preset, 3, r).parameters())
+    torch.manual_seed(cfg.seed)
+    net, width = matched_peer(m.preset, r, target)
+    ema = EMA(net)
+    opt = torch.optim.AdamW(net.parameters(), lr=m.lr, betas=m.betas, weight_decay=0.0)
+    schedule = {"linear": "linear", "cosine": "squaredcos_cap_v2"}[m.schedule]
+    scheduler = DDPMScheduler(num_train_timesteps=m.diffusion_steps, beta_schedule=schedule)
+    root, manifest = ensure_shards(cfg.data)
+    stream = ShardStream(shard_paths(root, manifest), cfg.trainer.batch_per_gpu, num_workers=0)
+    g = torch.Generator().manual_seed(cfg.seed)
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < minutes * 60:
+        x0 = to_unit_range(stream.next_batch())
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.randint(0, m.diffusion_steps, (len(x0),), generator=g)
+        loss = torch.nn.functional.mse_loss(net(scheduler.add_noise(x0, noise, t), t).sample, noise)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ema.update(net, ddpm_ema_beta(m.ema_decay, steps))
+        steps += 1
+    seconds = time.perf_counter() - start
+    stream.close()
+    ddim = DDIMScheduler.from_config(scheduler.config)
+    ddim.set_timesteps(50)
+    sampler, features = ema.module.eval(), []
+    with torch.no_grad():
+        for i in range(0, ecfg.num_samples, ecfg.batch):
+            n = min(ecfg.batch, ecfg.num_samples - i)
+            x = torch.randn(n, 3, r, r, generator=torch.Generator().manual_seed(ecfg.seed + i))
+            for t in ddim.timesteps:
+                x = ddim.step(sampler(x, t).sample, t, x).prev_sample
+            features.append(extractor(to_uint8(x.clamp(-1, 1)), ecfg.batch))
+    gen = np.concatenate(features)
+    fid = frechet_distance(*feature_statistics(gen), ref["mu"], ref["sigma"])
+    kid, _ = kernel_inception_distance(gen, ref["features"], ecfg.kid_subsets, ecfg.kid_subset_size)
+    return {"steps": steps, "train_seconds": seconds, "fid": fid, "kid": kid, "width": width}
+
+
+def run(
+    workdir: Path,
+    minutes: float,
+    points: int,
+    samples: int,
+    extractor: str,
+    models: list[str],
+    ddpm: list[str],
+    gan: list[str],
+    peer: bool,
+) -> dict:
+    ecfg = EvalConfig(
+        num_samples=samples,
+        ref_samples=2048,
+        extractor=extractor,
+        bpd_images=0,
+        sampler="ddim50",
+        kid_subset_size=min(1000, samples),
+    )
+    overrides = {"ddpm": ["model=ddpm", *ddpm], "gan": ["model=gan", *gan]}
+    config = {"minutes": minutes, "points": points, "samples": samples, "extractor": extractor}
+    results: dict = {"config": config | {"overrides": overrides}}
+    for model in models:
+        curve = train_and_measure(
+            overrides[model], workdir / "quality" / model, minutes, points, ecfg
+        )
+        floor, final, untrained = curve[-1]["fid_floor"], curve[-1]["fid"], curve[0]["fid"]
+        results[model] = {
+            "curve": curve,
+            "fid": final,
+            "fid_floor": floor,
+            "fid_over_floor": final / floor if floor else None,
+            "untrained_fid": untrained,
+            "fid_over_untrained": final / untrained,
+            "target_fid_over_floor": TARGETS[model],
+            "met": bool(floor and final / floor <= TARGETS[model] and final / untrained <= 0.3),
+        }
+    if peer and "ddpm" in models:
+        cfg = _config(overrides["ddpm"], 1)
+        dev = torch.device("cpu")
+        ext = build_extractor(extractor, weights_dir(None), dev)
+        root, manifest = ensure_shards(cfg.data)
+        ref, _ = reference_statistics(root, manifest, ext, ecfg.ref_samples, ecfg.batch)
+        floor = data_floor(root, manifest, ext, ref, samples)
+        theirs = _peer_fid(cfg, minutes, ecfg, ext, ref)
+        theirs["fid_over_floor"] = theirs["fid"] / floor["fid_floor"] if floor else None
+        results["diffusers_peer"] = theirs
+        ours = results["ddpm"]["fid_over_floor"]
+        results["ddpm_vs_peer_fid_over_floor"] = ours / theirs["fid_over_floor"] if ours else None
+    return results
