@@ -8,7 +8,9 @@ runs of 1 node x 2 tasks.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +22,7 @@ import torch
 
 from hpcgen import slurm
 from hpcgen.engine.run_record import read_run
-from tests.conftest import REPO
+from tests.conftest import REPO, run_train
 from tests.test_slurm import _equal, _last_step, _SweepWatch
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -220,3 +222,93 @@ def test_a_rank_lost_on_node2_ends_the_job_in_bounded_time_and_a_rerun_resumes(
     assert resumed["checkpoint"] == committed, "nothing committed is lost"
     if gone:  # through DeepSpeed's universal checkpoint, as on one host
         assert (resumed["world_size"], resumed["from_world_size"]) == (1, 2)
+
+
+def test_a_preempted_two_node_job_requeues_and_matches_the_uninterrupted_one(
+    on_two_nodes, tmp_path
+):
+    """Job 1 of the array gets SIGUSR2 and then `scontrol requeue`; job 0 runs through."""
+    sweep, steps = tmp_path / "sweep", 200
+    args = [sys.executable, str(REPO / "launch" / "train.py"), "-m", "hydra/launcher=slurm",
+            "experiment=smoke", "model=ddpm", "hydra.launcher.nodes=2", f"hydra.sweep.dir={sweep}",
+            f"trainer.max_steps={steps}", "trainer.log_every_steps=1",
+            "trainer.ckpt_every_steps=50", "trainer.keep_last_ckpts=3,4"]  # fmt: skip
+    log = tmp_path / "launcher.log"
+    with open(log, "w") as out:
+        launcher = subprocess.Popen(args, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    run, watch = sweep / "1", _SweepWatch(sweep, launcher, log)
+    preemptions = [(40, "usr2"), (120, "requeue")]
+    try:
+        for target, how in preemptions:
+            watch.until(lambda t=target: _last_step(run) >= t, f"job 1 to reach step {target}")
+            job = read_run(run)["slurm_job_id"]
+            usr2 = ["scancel", "--signal=USR2", job]
+            cmd = usr2 if how == "usr2" else ["scontrol", "requeue", job]
+            subprocess.run(cmd, check=True)
+            watch.until(lambda: read_run(run)["status"] == "preempted", f"job 1 to stop ({how})")
+        watch.until(lambda: launcher.poll() is not None, "the launcher", launcher_may_end=True)
+    finally:
+        watch.cancel()
+    assert launcher.returncode == 0, log.read_text()[-4000:]
+    record = read_run(run)
+    assert record["status"] == "completed" and record["preemptions"] == len(preemptions)
+    ref, got = _final_states(sweep / "0", steps), _final_states(run, steps)
+    assert ref.keys() == got.keys()
+    for name in ref:
+        assert _equal(ref[name], got[name]), f"{name} differs after preemptions on 2 nodes"
+
+
+EVAL_SMALL = ["eval.extractor=tiny-test", "eval.num_samples=32", "eval.ref_samples=128",
+              "eval.kid_subsets=5", "eval.kid_subset_size=32"]  # fmt: skip
+EVAL_SAME = ("step", "fid", "kid_mean", "kid_std", "num_samples", "ref_samples",
+             "interpolation_smoothness")  # fmt: skip
+
+
+def test_the_evaluation_array_spreads_over_both_nodes_and_matches_one_node(
+    on_two_nodes, tmp_path, monkeypatch
+):
+    sweep = tmp_path / "sweep"  # trained here, locally: 2 checkpoints, 2 array tasks
+    trained = run_train(["-m", "model=gan", "experiment=smoke", f"hydra.sweep.dir={sweep}"],
+                        cwd=tmp_path)  # fmt: skip
+    assert trained.returncode == 0, (trained.stdout + trained.stderr)[-3000:]
+    results = {}
+    for side in ("two-nodes", "one-node"):
+        evaluate = [sys.executable, str(REPO / "launch" / "evaluate.py"), f"run={sweep}",
+                    "hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path / side}", "force=true",
+                    *EVAL_SMALL]  # fmt: skip
+        done = subprocess.run(evaluate, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+        results[side] = {
+            p.name: {k: json.loads(p.read_text())[k] for k in EVAL_SAME}
+            for p in sorted((sweep / "0" / "eval").glob("step_*.json"))
+        }
+        monkeypatch.delenv("SLURM_CONF", raising=False)  # then the 1-node cluster
+    hosts = set(re.findall(r"hostname=(hpcgen-node\d)", _logs(tmp_path / "two-nodes")))
+    assert hosts == {"hpcgen-node1", "hpcgen-node2"}, "one task on each node"
+    assert len(results["one-node"]) == 2 and results["two-nodes"] == results["one-node"]
+
+
+def test_refused_namespaces_stop_start_with_a_clear_message(tmp_path):
+    """A user namespace's root may not make bridges or namespaces, as in an unprivileged
+    container: start says so and what still works, and leaves nothing behind."""
+    env = {**os.environ, "HPCGEN_SLURM_STATE": str(tmp_path / "state")}
+    refused = subprocess.run(["unshare", "--user", "--map-root-user", str(CLUSTER), "start",
+                              "--nodes", "2"], capture_output=True, text=True, env=env,
+                             timeout=60)  # fmt: skip
+    assert refused.returncode == 1
+    assert "the kernel refused" in refused.stderr and "1-node cluster" in refused.stderr
+    assert not list((tmp_path / "state-multi").glob("*")), "a refused start leaves nothing"
+
+
+def test_stop_removes_the_namespaces_bridge_and_hosts_lines_and_may_run_twice(two_nodes):
+    """Last in this module: the fixture's own stop afterwards is then the second one."""
+    for _ in range(2):
+        stop = subprocess.run([str(CLUSTER), "stop", "--nodes", "2"], capture_output=True,
+                              text=True, timeout=180)  # fmt: skip
+        assert stop.returncode == 0, stop.stderr
+        netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert "hpcgen-node" not in netns
+        links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+        assert "hpcgen-" not in links
+        assert "hpcgen-node" not in Path("/etc/hosts").read_text()
+    assert slurm.reachable()[0], "the 1-node cluster is untouched"
