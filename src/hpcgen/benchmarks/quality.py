@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose
 from omegaconf import OmegaConf
 
-from hpcgen.cli.compose import to_train_config
+from hpcgen.cli.compose import compose_jobs, resolve_plain
 from hpcgen.config import TrainConfig
 from hpcgen.data.shards import ensure_shards, shard_paths
 from hpcgen.data.stream import ShardStream, to_unit_range
@@ -41,11 +40,12 @@ TARGETS = {"ddpm": 3.0, "gan": 5.0}  # FID / floor at 30 minutes on 2 cores
 def _config(overrides: list[str], max_steps: int, run_dir: Path | None = None) -> TrainConfig:
     """The composed train config; with run_dir, also saved where Hydra would keep it (evaluation
     rebuilds the network from <run>/.hydra/config.yaml)."""
-    cfg = compose("train", overrides=[*overrides, f"trainer.max_steps={max_steps}"])
+    (cfg,) = compose_jobs([*overrides, f"trainer.max_steps={max_steps}"], "train")
+    plain = resolve_plain(cfg)
     if run_dir is not None:
         (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml", resolve=True)
-    return to_train_config(cfg)
+        OmegaConf.save(OmegaConf.create(plain), run_dir / ".hydra" / "config.yaml")
+    return TrainConfig.from_dict(plain)
 
 
 def _point(ecfg: EvalConfig, run_dir: Path, step: int, seconds: float) -> dict:
