@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from hpcgen.engine.distributed import (
     mean_over_ranks,
     print0,
 )
+from hpcgen.engine.interval_log import engine_stats, log_interval
 from hpcgen.engine.lease import RunBusyError, RunLease
 from hpcgen.engine.preemption import Preempted, PreemptionGuard
 from hpcgen.engine.run_dir import sample_grid_path
@@ -107,6 +109,42 @@ def hold_run_dir(run_dir: Path, layout: RankLayout, heartbeat_s: float) -> RunLe
     return lease
 
 
+class TrainState:
+    """Everything a checkpoint keeps beside the engines, registered once by name: the step and
+    image counters, and named objects with state_dict / load_state_dict (the data stream's
+    position, the task's EMA, noise generator and counters). New state is a new name here."""
+
+    def __init__(self, **parts: Any) -> None:
+        self.step, self.images_seen, self.parts = 0, 0, parts
+
+    def state_dict(self) -> dict[str, Any]:
+        own = {"step": self.step, "images_seen": self.images_seen}
+        return own | {name: part.state_dict() for name, part in self.parts.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step, self.images_seen = state["step"], state["images_seen"]
+        for name, part in self.parts.items():
+            part.load_state_dict(state[name])
+
+
+@dataclass
+class Job:
+    """What one training job holds while it runs."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    layout: RankLayout
+    record: RunRecord
+    data_root: Path
+    stream: ShardStream
+    task: Any
+    ckpts: CheckpointManager
+    state: TrainState
+    global_batch: int
+    signal_delay_s: float | None
+    tb: TensorBoard | None = None
+
+
 def _train(
     cfg: TrainConfig,
     run_dir: Path,
@@ -115,6 +153,35 @@ def _train(
     overrides: list[str] | None,
     signal_delay_s: float | None,
 ) -> dict[str, Any]:
+    job = build(cfg, run_dir, layout, device, signal_delay_s)
+    latest, from_world_size = restore(job)
+    job.record.truncate_metrics(after_step=job.state.step)  # rows logged after it would repeat
+    job.tb = TensorBoard(run_dir, cfg.logger.tensorboard and layout.is_main, job.state.step)
+    record_start(job, overrides, latest, from_world_size)
+    last: dict[str, float] = dict(job.record.data.get("last_losses") or {})  # a finished run
+    try:
+        last = train_loop(job, last)
+    except Preempted:
+        raise
+    except BaseException as caught:
+        err = record_failure(job, caught)
+        if err is caught:
+            raise
+        raise err from None  # one line: the chain is only the OS's echoes
+    finally:
+        job.stream.close()
+        job.tb.close()
+    return record_completion(job, last)
+
+
+def build(
+    cfg: TrainConfig,
+    run_dir: Path,
+    layout: RankLayout,
+    device: torch.device,
+    signal_delay_s: float | None,
+) -> Job:
+    """The run record, the data stream, the task (networks, engines, EMA) and the checkpointer."""
     check_precision(cfg.deepspeed, device.type == "cuda")
     cfg.trainer.resolve_batch(layout.world_size, cfg.deepspeed.grad_accum_steps)
     seed_everything(rank_seed(cfg.seed, layout.rank))
@@ -123,23 +190,7 @@ def _train(
         f"[hpcgen] {cfg.model.name} on {layout.world_size} rank(s) ({layout.source}, "
         f"{device.type}), run dir {run_dir}"
     )
-
-    root, manifest = ensure_shards(cfg.data)
-    if manifest["resolution"] != cfg.data.resolution:
-        raise ConfigError(
-            f"shards in {root} are {manifest['resolution']}px but "
-            f"data.resolution={cfg.data.resolution}"
-        )
-    stream = ShardStream(
-        shard_paths(root, manifest),
-        cfg.trainer.batch_per_gpu,
-        layout.rank,
-        layout.world_size,
-        cfg.seed,
-        cfg.data.shuffle_buffer,
-        cfg.data.num_workers,
-        cfg.data.hflip,
-    )
+    root, manifest, stream = open_stream(cfg, layout)
     # every rank builds the same networks, buffers included (DeepSpeed broadcasts parameters
     # only, and a checkpoint restores rank 0's buffers everywhere); the per-rank streams go on
     with torch.random.fork_rng(devices=[]):
@@ -156,185 +207,172 @@ def _train(
         estimated_bytes(task.parameters, layout.world_size),
     )
     ckpts.warn_if_low_space()
-
-    step, images_seen, from_world_size = 0, 0, None
-    latest = ckpts.find_latest(cfg.trainer.allow_fresh_start_on_corrupt)
-    if latest is not None:
-        state = ckpts.load(latest, task.engines)
-        step, images_seen = state["step"], state["images_seen"]
-        stream.load_state_dict(state["stream"])
-        task.load_state_dict(state["task"])
-        from_world_size = state.get("world_size_changed_from")
-        if from_world_size:  # rank 0's state on every rank: reseed each rank's streams
-            seed_everything(rank_seed_after_resize(cfg.seed, layout.rank, step))
-            task.generator.manual_seed(noise_seed_after_resize(cfg.seed, layout.rank, step))
-        print0(f"[hpcgen] resumed from {latest} at step {step}")
-    record.truncate_metrics(after_step=step)  # rows logged after it would repeat
-    tb = TensorBoard(run_dir, cfg.logger.tensorboard and layout.is_main, resume_step=step)
     global_batch = cfg.trainer.batch_per_gpu * cfg.deepspeed.grad_accum_steps * layout.world_size
+    state = TrainState(stream=stream, task=task)
+    return Job(
+        cfg, run_dir, layout, record, root, stream, task, ckpts, state, global_batch, signal_delay_s
+    )
+
+
+def open_stream(cfg: TrainConfig, layout: RankLayout) -> tuple[Path, dict, ShardStream]:
+    """The shards (prepared on first use) and this rank's stream over its share of them."""
+    root, manifest = ensure_shards(cfg.data)
+    if manifest["resolution"] != cfg.data.resolution:
+        raise ConfigError(
+            f"shards in {root} are {manifest['resolution']}px but "
+            f"data.resolution={cfg.data.resolution}"
+        )
+    stream = ShardStream(
+        shard_paths(root, manifest),
+        cfg.trainer.batch_per_gpu,
+        layout.rank,
+        layout.world_size,
+        cfg.seed,
+        cfg.data.shuffle_buffer,
+        cfg.data.num_workers,
+        cfg.data.hflip,
+    )
+    return root, manifest, stream
+
+
+def restore(job: Job) -> tuple[Path | None, int | None]:
+    """The newest committed checkpoint that verifies into the engines and job.state, or a fresh
+    start; returns (checkpoint, the world size it was saved by when that differs)."""
+    cfg, rank = job.cfg, job.layout.rank
+    latest = job.ckpts.find_latest(cfg.trainer.allow_fresh_start_on_corrupt)
+    if latest is None:
+        return None, None
+    saved = job.ckpts.load(latest, job.task.engines)
+    job.state.load_state_dict(saved)
+    from_world_size = saved.get("world_size_changed_from")
+    if from_world_size:  # rank 0's state on every rank: reseed each rank's streams
+        step = job.state.step
+        seed_everything(rank_seed_after_resize(cfg.seed, rank, step))
+        job.task.generator.manual_seed(noise_seed_after_resize(cfg.seed, rank, step))
+    print0(f"[hpcgen] resumed from {latest} at step {job.state.step}")
+    return latest, from_world_size
+
+
+def record_start(
+    job: Job, overrides: list[str] | None, latest: Path | None, from_world_size: int | None
+) -> None:
+    """run.json: what runs here, and a started or resumed event."""
+    cfg, record, world_size = job.cfg, job.record, job.layout.world_size
     record.update(
         status="running",
         model=cfg.model.name,
         preset=cfg.model.preset,
-        world_size=layout.world_size,
-        parameters=task.parameters,
-        step=step,
+        world_size=world_size,
+        parameters=job.task.parameters,
+        step=job.state.step,
         max_steps=cfg.trainer.max_steps,
-        images_seen=images_seen,
+        images_seen=job.state.images_seen,
         preemptions=record.data.get("preemptions", 0),
         git_revision=git_revision(),
         slurm_job_id=slurm_job_id(),
         overrides=overrides or [],
-        run_dir=str(run_dir),
-        data_root=str(root),
-        global_batch=global_batch,
+        run_dir=str(job.run_dir),
+        data_root=str(job.data_root),
+        global_batch=job.global_batch,
         started=time.time(),
     )
     record.add_event(
         "resumed" if latest is not None else "started",
-        step=step,
+        step=job.state.step,
         checkpoint=latest.name if latest is not None else None,
         slurm_job_id=slurm_job_id(),
-        world_size=layout.world_size,
+        world_size=world_size,
         from_world_size=from_world_size,
     )
 
-    last: dict[str, float] = dict(record.data.get("last_losses") or {})  # a finished run
-    check_every = cfg.trainer.preempt_check_every_steps
-    progress = StepProgress(cfg.trainer.max_steps, step, layout.is_main)
+
+def train_loop(job: Job, last: dict[str, float]) -> dict[str, float]:
+    """Steps to trainer.max_steps; returns the last losses (the mean over ranks when logged)."""
+    cfg, trainer, state = job.cfg, job.cfg.trainer, job.state
+    progress = StepProgress(trainer.max_steps, state.step, job.layout.is_main)
     try:
         with PreemptionGuard() as guard:
-            busy_s, tick_step = 0.0, step  # img/s: data + training time, not sampling/saving
-            while step < cfg.trainer.max_steps:
+            busy_s, tick_step = 0.0, state.step  # img/s: data + training, not sampling/saving
+            while state.step < trainer.max_steps:
+                # Train one step.
                 start = time.perf_counter()
-                batches = [stream.next_batch() for _ in range(cfg.deepspeed.grad_accum_steps)]
-                last = task.train_step(batches)
+                batches = [job.stream.next_batch() for _ in range(cfg.deepspeed.grad_accum_steps)]
+                last = job.task.train_step(batches)
                 busy_s += time.perf_counter() - start
-                step += 1
-                images_seen += global_batch
+                state.step, state.images_seen = state.step + 1, state.images_seen + job.global_batch
+                step, done = state.step, state.step == trainer.max_steps
                 progress.update(step, last)
-                done = step == cfg.trainer.max_steps
-                decision = guard.agreed() if step % check_every == 0 or done else 0
-                if step % cfg.trainer.log_every_steps == 0 or done or decision:
+                # Agree on a preemption signal (all ranks, at a step boundary).
+                check = step % trainer.preempt_check_every_steps == 0 or done
+                decision = guard.agreed() if check else 0
+                # Log, sample, checkpoint.
+                if step % trainer.log_every_steps == 0 or done or decision:
                     last = mean_over_ranks(last)  # the losses of all ranks, not rank 0's alone
-                    rate = (step - tick_step) * global_batch / max(busy_s, 1e-9)
+                    rate = (step - tick_step) * job.global_batch / max(busy_s, 1e-9)
                     busy_s, tick_step = 0.0, step
                     log_interval(
-                        record,
-                        step,
-                        cfg.trainer.max_steps,
-                        images_seen,
-                        rate,
-                        last,
-                        stream.skipped,
-                        engine_stats(task.engines),
-                        tb,
-                    )
-                if step % cfg.trainer.sample_every_steps == 0 or done:
-                    save_samples(task, cfg, run_dir, step, layout.is_main, tb)
-                if step % cfg.trainer.ckpt_every_steps == 0 or done or decision:
-                    state = {
-                        "step": step,
-                        "images_seen": images_seen,
-                        "stream": stream.state_dict(),
-                        "task": task.state_dict(),
-                    }
-                    save_start = time.perf_counter()
-                    path = ckpts.save(step, task.engines, state)
-                    save_s = time.perf_counter() - save_start
-                    record.update(last_checkpoint=str(path), last_save_s=save_s)
-                    if signal_delay_s and save_s > signal_delay_s / 2:
-                        print0(
-                            f"WARNING: saving took {save_s:.1f}s, more than half of the "
-                            f"{signal_delay_s:.0f}s between SLURM's signal and its kill: "
-                            "raise hydra.launcher.signal_delay_s"
-                        )
+                        job.record, step, trainer.max_steps, state.images_seen, rate, last,
+                        job.stream.skipped, engine_stats(job.task.engines), job.tb,
+                    )  # fmt: skip
+                if step % trainer.sample_every_steps == 0 or done:
+                    save_samples(job.task, cfg, job.run_dir, step, job.layout.is_main, job.tb)
+                if step % trainer.ckpt_every_steps == 0 or done or decision:
+                    path, save_s = save_checkpoint(job)
+                # Leave for the requeue (SIGUSR2) or the stop (SIGTERM).
                 if decision and not done:
-                    record.update(
+                    job.record.update(
                         status="preempted",
-                        preemptions=record.data["preemptions"] + 1,
+                        preemptions=job.record.data["preemptions"] + 1,
                         ended=time.time(),
                     )
-                    record.add_event("preempted", step=step, checkpoint=path.name, save_s=save_s)
-                    guard.leave(decision, layout.rank)
-    except Preempted:
-        raise
-    except BaseException as caught:
-        err = caught
-        if is_no_space(caught) and not isinstance(caught, NoSpaceError):  # a log line, run.json
-            where = getattr(caught, "filename", None) or f"into {run_dir}"
-            err = NoSpaceError(f"no space left writing {where} ({caught}): {ckpts.resume_note()}")
-        try:
-            record.update(status="failed", error=f"{type(err).__name__}: {err}", ended=time.time())
-            record.add_event("failed", step=step, error=record.data["error"])
-        except OSError as write_err:  # e.g. the disk is still full: the error itself matters
-            print0(f"WARNING: could not record the failure in {run_dir / 'run.json'}: {write_err}")
-        if err is caught:
-            raise
-        raise err from None  # one line: the chain is only the OS's echoes
+                    job.record.add_event(
+                        "preempted", step=step, checkpoint=path.name, save_s=save_s
+                    )
+                    guard.leave(decision, job.layout.rank)
     finally:
         progress.close()
-        stream.close()
-        tb.close()
-    record.update(
+    return last
+
+
+def save_checkpoint(job: Job) -> tuple[Path, float]:
+    """A committed checkpoint of this step (collective); warns when it takes too long for
+    SLURM's signal-to-kill window."""
+    save_start = time.perf_counter()
+    path = job.ckpts.save(job.state.step, job.task.engines, job.state.state_dict())
+    save_s = time.perf_counter() - save_start
+    job.record.update(last_checkpoint=str(path), last_save_s=save_s)
+    delay = job.signal_delay_s
+    if delay and save_s > delay / 2:
+        print0(
+            f"WARNING: saving took {save_s:.1f}s, more than half of the {delay:.0f}s between "
+            "SLURM's signal and its kill: raise hydra.launcher.signal_delay_s"
+        )
+    return path, save_s
+
+
+def record_failure(job: Job, caught: BaseException) -> BaseException:
+    """run.json says failed with the error; a full disk becomes one NoSpaceError line."""
+    err = caught
+    if is_no_space(caught) and not isinstance(caught, NoSpaceError):  # a log line, run.json
+        where = getattr(caught, "filename", None) or f"into {job.run_dir}"
+        err = NoSpaceError(f"no space left writing {where} ({caught}): {job.ckpts.resume_note()}")
+    try:
+        job.record.update(status="failed", error=f"{type(err).__name__}: {err}", ended=time.time())
+        job.record.add_event("failed", step=job.state.step, error=job.record.data["error"])
+    except OSError as write_err:  # e.g. the disk is still full: the error itself matters
+        print0(f"WARNING: could not record the failure in {job.run_dir / 'run.json'}: {write_err}")
+    return err
+
+
+def record_completion(job: Job, last: dict[str, float]) -> dict[str, Any]:
+    step = job.state.step
+    job.record.update(
         status="completed",
         step=step,
-        images_seen=images_seen,
+        images_seen=job.state.images_seen,
         last_losses=last,
-        skipped_samples=stream.skipped,
+        skipped_samples=job.stream.skipped,
         ended=time.time(),
     )
-    record.add_event("completed", step=step)
-    return {"run_dir": str(run_dir), "step": step, "last_losses": last}
-
-
-def engine_stats(engines: dict[str, Any]) -> dict[str, float]:
-    """Learning rate, gradient norm (DeepSpeed's, after clipping's measurement) and loss
-    scale (fp16) per engine, and the peak memory of this process (GPU, else host RSS)."""
-    import resource
-
-    stats: dict[str, float] = {}
-    for name, engine in engines.items():
-        stats[f"lr_{name}"] = float(engine.get_lr()[0])
-        norm = engine.get_global_grad_norm()
-        if norm is not None:
-            stats[f"grad_norm_{name}"] = float(norm)
-        if engine.fp16_enabled():
-            stats[f"loss_scale_{name}"] = float(engine.optimizer.cur_scale)
-    if torch.cuda.is_available():
-        stats["max_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
-    else:  # ru_maxrss is in KiB on Linux
-        stats["max_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    return stats
-
-
-def log_interval(
-    record: RunRecord,
-    step: int,
-    max_steps: int,
-    images_seen: int,
-    rate: float,
-    losses: dict[str, float],
-    skipped: int,
-    stats: dict[str, float] | None = None,
-    tb: TensorBoard | None = None,
-) -> None:
-    """One metrics.jsonl line (and TensorBoard scalars), one log line and run.json's progress
-    (no-ops off rank 0)."""
-    metrics = {
-        "step": step,
-        "kimg": images_seen / 1000,
-        "images_per_s": rate,
-        **losses,
-        **(stats or {}),
-        "skipped_samples": skipped,
-        "time": time.time(),
-    }
-    record.log_metrics(metrics)
-    if tb is not None:
-        tb.scalars(metrics, step)
-    text = " ".join(f"{k} {v:.4f}" for k, v in losses.items())
-    print0(
-        f"[hpcgen] step {step}/{max_steps} kimg {images_seen / 1000:.2f} {rate:.1f} img/s {text}"
-    )
-    record.update(step=step, images_seen=images_seen, last_losses=losses)
+    job.record.add_event("completed", step=step)
+    return {"run_dir": str(job.run_dir), "step": step, "last_losses": last}
