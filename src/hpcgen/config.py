@@ -36,7 +36,7 @@ class DataConfig:
     """Where images come from, how shards are written, and how the stream reads them."""
 
     name: str = "synthetic"  # synthetic | lsun_bedroom | folder
-    root: str = "~/.cache/hpcgen/data/toy_bedroom_32px"  # the shard directory
+    root: str = "~/.cache/hpcgen/data/toy_bedroom_32px_2048"  # as data/synthetic.yaml resolves
     source: str | None = None  # LSUN lmdb dir, folder of images or zip (prepare reads it)
     resolution: int = 32
     num_samples: int = 2048  # synthetic only: size of the generated set
@@ -127,6 +127,13 @@ class DDPMConfig:
         _check_positive("model.num_samples", self.num_samples)
 
 
+def _all_augmentations() -> list[str]:
+    """ADA's full "bgc" pipeline in its order, as gan/augment.py defines it."""
+    from hpcgen.gan.augment import AUGMENTATIONS
+
+    return list(AUGMENTATIONS)
+
+
 @dataclass
 class GANConfig:
     """StyleGAN2-ADA (Karras et al. 2020): networks, loss, R1/WGAN-GP/path length, ADA."""
@@ -147,12 +154,7 @@ class GANConfig:
     pl_decay: float = 0.01
     style_mixing_prob: float = 0.9
     truncation_psi: float = 1.0  # for sample grids; 1 = no truncation
-    augment: list[str] = field(
-        default_factory=lambda: [
-            "xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac",
-            "brightness", "contrast", "lumaflip", "hue", "saturation",
-        ]
-    )  # fmt: skip
+    augment: list[str] = field(default_factory=_all_augmentations)
     augment_p: float = 0.0  # initial strength (the fixed one when ada_target is null)
     ada_target: float | None = 0.6  # r_t target; null: p stays at augment_p
     ada_kimg: float = 500.0  # p can move from 0 to 1 in this many thousand images
