@@ -19,13 +19,15 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow
 
 
-def train(world: int, run_dir, *args: str) -> list[subprocess.CompletedProcess]:
+def train(
+    world: int, run_dir, *args: str, model: str = "ddpm"
+) -> list[subprocess.CompletedProcess]:
     port, procs = free_port(), []
     for rank in range(world):
         env = loopback_rank_env(rank, world, port)
-        cmd = [sys.executable, str(REPO / "launch" / "train.py"), "model=ddpm", "experiment=smoke",
-               "trainer.global_batch=8", "trainer.log_every_steps=1", f"hydra.run.dir={run_dir}",
-               *args]  # fmt: skip
+        cmd = [sys.executable, str(REPO / "launch" / "train.py"), f"model={model}",
+               "experiment=smoke", "trainer.global_batch=8", "trainer.log_every_steps=1",
+               f"hydra.run.dir={run_dir}", *args]  # fmt: skip
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True))  # fmt: skip
     return [
@@ -71,3 +73,12 @@ def test_a_zero3_checkpoint_of_another_world_size_is_refused_with_both_sizes(tmp
     assert "saved by 2 ranks but this job has 1" in done.stdout
     assert "resume this ZeRO-3 run with 2 ranks" in done.stdout
     assert (run / "checkpoints/step_00000003" / COMMIT_MANIFEST).is_file()  # nothing lost
+
+
+def test_two_rank_gan_under_zero3_runs_past_style_mixing_draws_that_differ_by_rank(tmp_path):
+    # each rank draws its own style-mixing coin; under ZeRO-3 every forward gathers parameters
+    # collectively, so a mapping forward on one rank only hung both at step 6 (before the fix)
+    dones = train(2, tmp_path / "run", "deepspeed=zero3", "trainer.max_steps=12", model="gan")
+    for done in dones:
+        assert done.returncode == 0, done.stdout[-3000:]
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["step"] == 12

@@ -252,9 +252,15 @@ class Generator(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         ws = self.mapping(z, psi, truncation_cutoff, update_w_avg=self.training)
         if mixing_prob > 0:  # StyleGAN, sec. 3.1: style mixing regularisation
+            # as StyleGAN2-ADA's loss does it: the second mapping always runs and a batch that
+            # does not mix takes cutoff = num_ws, so forward and backward have the same graph
+            # whatever this rank's coin says (under ZeRO-3 every module's forward and backward
+            # gathers its parameters collectively: a graph that differs by rank hangs)
             cutoff = int(torch.randint(1, self.num_ws, ()))
-            if float(torch.rand(())) < mixing_prob:
-                ws = mix_styles(ws, self.mapping(torch.randn_like(z)), cutoff)
+            ws_other = self.mapping(torch.randn_like(z))
+            if float(torch.rand(())) >= mixing_prob:
+                cutoff = self.num_ws
+            ws = mix_styles(ws, ws_other, cutoff)
         img = self.synthesis(ws, noise_mode, self.reduced_dtype)
         return (img, ws) if return_ws else img
 
