@@ -89,7 +89,8 @@ def test_the_job_itself_refuses_a_held_run_dir_on_every_rank_before_writing(tmp_
         code = (
             "from pathlib import Path; from hpcgen.engine.loop import train; "
             "from tests.engine.test_train_cpu import smoke_config; "
-            f"train(smoke_config('ddpm', 'trainer.global_batch=16'), Path({str(run)!r}))"
+            "train(smoke_config('ddpm', 'trainer.global_batch=16', 'trainer.max_steps=13', "
+            f"'trainer.ckpt_every_steps=13'), Path({str(run)!r}))"
         )
         port, started = free_port(), time.monotonic()
         ranks = [
@@ -107,7 +108,8 @@ def test_the_job_itself_refuses_a_held_run_dir_on_every_rank_before_writing(tmp_
         assert f"RunBusyError: {run} is in use by pid {first.pid}" in errors[0]
         assert f"RunBusyError: rank 0 could not take {run}" in errors[1]
         print(f"both ranks out in {time.monotonic() - started:.1f}s")
-        assert not (run / "checkpoints" / "step_00000020").exists()
+        # step 13 is this job's only checkpoint; the holder saves every 5th step
+        assert not (run / "checkpoints" / "step_00000013").exists()
 
 
 def lease_of(host: str, age_s: float, job: str | None = None) -> dict:
