@@ -31,8 +31,7 @@ from hpcgen.eval.evaluate import EvalConfig, evaluate_checkpoint, to_uint8
 from hpcgen.eval.features import Extractor, build_extractor
 from hpcgen.eval.floor import data_floor
 from hpcgen.eval.inception import weights_dir
-from hpcgen.eval.metrics import feature_statistics, frechet_distance, kernel_inception_distance
-from hpcgen.eval.reference import reference_statistics
+from hpcgen.eval.reference import reference_statistics, scores_against
 
 TARGETS = {"ddpm": 3.0, "gan": 5.0}  # FID / floor at 30 minutes on 2 cores
 
@@ -121,8 +120,7 @@ def _peer_fid(
                 x = ddim.step(sampler(x, t).sample, t, x).prev_sample
             features.append(extractor(to_uint8(x.clamp(-1, 1)), ecfg.batch))
     gen = np.concatenate(features)
-    fid = frechet_distance(*feature_statistics(gen), ref["mu"], ref["sigma"])
-    kid, _ = kernel_inception_distance(gen, ref["features"], ecfg.kid_subsets, ecfg.kid_subset_size)
+    fid, kid, _ = scores_against(gen, ref, ecfg.kid_subsets, ecfg.kid_subset_size)
     return {"steps": steps, "train_seconds": seconds, "fid": fid, "kid": kid, "width": width}
 
 

@@ -35,9 +35,8 @@ from hpcgen.engine.run_record import read_run
 from hpcgen.eval.features import EXTRACTORS, Extractor, build_extractor
 from hpcgen.eval.floor import data_floor
 from hpcgen.eval.inception import weights_dir
-from hpcgen.eval.metrics import feature_statistics, frechet_distance, kernel_inception_distance
 from hpcgen.eval.plot import line_plot
-from hpcgen.eval.reference import real_images, reference_statistics
+from hpcgen.eval.reference import real_images, reference_statistics, scores_against
 from hpcgen.networks import sample
 from hpcgen.seeds import image_seeds
 
@@ -298,9 +297,8 @@ def evaluate_checkpoint(entry: dict, ecfg: EvalConfig, force: bool = False) -> d
         grid = images[:64] if grid is None else grid
         features.append(extractor(to_uint8(images), ecfg.batch))
     gen = np.concatenate(features)
-    fid = frechet_distance(*feature_statistics(gen), ref["mu"], ref["sigma"])
-    kid_mean, kid_std = kernel_inception_distance(
-        gen, ref["features"], ecfg.kid_subsets, ecfg.kid_subset_size, ecfg.seed
+    fid, kid_mean, kid_std = scores_against(
+        gen, ref, ecfg.kid_subsets, ecfg.kid_subset_size, ecfg.seed
     )
     floor = data_floor(
         root, manifest, extractor, ref, len(gen), ecfg.kid_subsets, ecfg.kid_subset_size

@@ -18,7 +18,7 @@ import torch
 from hpcgen.data.shards import preprocess, write_json_atomic
 from hpcgen.data.sources import SyntheticSource
 from hpcgen.eval.features import Extractor
-from hpcgen.eval.metrics import feature_statistics, frechet_distance, kernel_inception_distance
+from hpcgen.eval.reference import scores_against
 
 
 def heldout_toy_bedrooms(first: int, n: int, resolution: int, resample: str) -> torch.Tensor:
@@ -53,10 +53,7 @@ def data_floor(
         first, n, manifest["resolution"], manifest.get("filter", "lanczos")
     )
     features = extractor(images, batch)
-    fid = frechet_distance(*feature_statistics(features), ref["mu"], ref["sigma"])
-    kid, _ = kernel_inception_distance(
-        features, ref["features"], kid_subsets, kid_subset_size, seed=0
-    )
+    fid, kid, _ = scores_against(features, ref, kid_subsets, kid_subset_size, seed=0)
     floor = {
         "fid_floor": fid,
         "kid_floor": kid,

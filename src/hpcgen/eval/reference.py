@@ -13,7 +13,7 @@ import numpy as np
 
 from hpcgen.data.stream import real_images
 from hpcgen.eval.features import Extractor
-from hpcgen.eval.metrics import feature_statistics
+from hpcgen.eval.metrics import feature_statistics, frechet_distance, kernel_inception_distance
 
 KID_MAX_FEATURES = 10_000  # features kept for KID (its subsets hold 1000 images)
 
@@ -47,3 +47,14 @@ def reference_statistics(
     np.savez(tmp, mu=mu, sigma=sigma, features=kept, key=key)
     os.replace(tmp, path)
     return {"mu": mu, "sigma": sigma, "features": kept, "n": n, "path": path}, False
+
+
+def scores_against(
+    features: np.ndarray, ref: dict, kid_subsets: int, kid_subset_size: int, seed: int = 0
+) -> tuple[float, float, float]:
+    """(FID, KID mean, KID std) of features (N, D) against reference statistics `ref`."""
+    fid = frechet_distance(*feature_statistics(features), ref["mu"], ref["sigma"])
+    kid_mean, kid_std = kernel_inception_distance(
+        features, ref["features"], kid_subsets, kid_subset_size, seed
+    )
+    return fid, kid_mean, kid_std
