@@ -77,7 +77,12 @@ def train_and_measure(
 
 
 def _peer_fid(
-    cfg: TrainConfig, minutes: float, ecfg: EvalConfig, extractor: Extractor, ref: dict
+    cfg: TrainConfig,
+    shards: list[str],
+    minutes: float,
+    ecfg: EvalConfig,
+    extractor: Extractor,
+    ref: dict,
 ) -> dict:
     """diffusers' UNet2DModel + DDPMScheduler trained for `minutes`, sampled with DDIM-50."""
     from diffusers import DDIMScheduler, DDPMScheduler
@@ -93,8 +98,7 @@ def _peer_fid(
     opt = torch.optim.AdamW(net.parameters(), lr=m.lr, betas=m.betas, weight_decay=0.0)
     schedule = {"linear": "linear", "cosine": "squaredcos_cap_v2"}[m.schedule]
     scheduler = DDPMScheduler(num_train_timesteps=m.diffusion_steps, beta_schedule=schedule)
-    root, manifest = ensure_shards(cfg.data)
-    stream = ShardStream(shard_paths(root, manifest), cfg.trainer.batch_per_gpu, num_workers=0)
+    stream = ShardStream(shards, cfg.trainer.batch_per_gpu, num_workers=0)
     g = torch.Generator().manual_seed(cfg.seed)
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < minutes * 60:
@@ -168,7 +172,7 @@ def run(
         root, manifest = ensure_shards(cfg.data)
         ref, _ = reference_statistics(root, manifest, ext, ecfg.ref_samples, ecfg.batch)
         floor = data_floor(root, manifest, ext, ref, samples)
-        theirs = _peer_fid(cfg, minutes, ecfg, ext, ref)
+        theirs = _peer_fid(cfg, shard_paths(root, manifest), minutes, ecfg, ext, ref)
         theirs["fid_over_floor"] = theirs["fid"] / floor["fid_floor"] if floor else None
         results["diffusers_peer"] = theirs
         ours = results["ddpm"]["fid_over_floor"]
