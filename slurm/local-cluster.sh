@@ -145,12 +145,23 @@ EOF
   fi
 }
 
-running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+running() {  # a zombie (killed, not yet reaped by a PID 1 that never reaps) is not running
+  local pid stat
+  [ -f "$1" ] && pid=$(cat "$1") && kill -0 "$pid" 2>/dev/null || return 1
+  stat=$(ps -o stat= -p "$pid" 2>/dev/null) || return 1
+  [ "${stat#Z}" = "$stat" ]
+}
 
 all_running() {
   local name
   running "$STATE/slurmctld.pid" || return 1
   for name in $(node_names); do running "$(slurmd_pidfile "$name")" || return 1; done
+}
+
+any_slurmd_running() {
+  local name
+  for name in $(node_names); do running "$(slurmd_pidfile "$name")" && return 0; done
+  return 1
 }
 
 start_munge() {
@@ -236,7 +247,17 @@ cmd_start() {
   [ "$NODES" = 1 ] || make_network
   write_conf
   start_munge
-  running "$STATE/slurmctld.pid" || slurmctld -f "$CONF"
+  if ! running "$STATE/slurmctld.pid"; then
+    local clear=()
+    if ! any_slurmd_running && [ -s "$STATE/ctld/job_state" ]; then
+      # a cold start: the jobs in the saved state died with the daemons that ran them (a reboot,
+      # a killed session, a machine image taken mid-run); recovered, they would hold the nodes
+      # as 'alloc' until slurmd reported them gone
+      log "clearing the job state left by a cluster that is no longer running ($STATE/ctld)"
+      clear=(-c)
+    fi
+    slurmctld "${clear[@]}" -f "$CONF"
+  fi
   for _ in $(seq 40); do scontrol ping >/dev/null 2>&1 && break; sleep 0.25; done
   start_nodes
   wait_idle

@@ -300,6 +300,39 @@ def test_refused_namespaces_stop_start_with_a_clear_message(tmp_path):
     assert not list((tmp_path / "state-multi").glob("*")), "a refused start leaves nothing"
 
 
+def test_a_cold_start_clears_jobs_that_died_with_the_daemons(on_two_nodes):
+    """A machine rebooted (or imaged) mid-job: the saved state still lists the job as running.
+    Recovered, it would hold both nodes as 'alloc' for minutes; a cold start drops it."""
+    held = subprocess.run(["sbatch", "-N2", "--parsable", "--wrap", "sleep 600"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert held.returncode == 0, held.stderr
+    for _ in range(120):
+        squeue = subprocess.run(["squeue", "-h", "-j", held.stdout.strip(), "-o", "%t"],
+                                capture_output=True, text=True, timeout=30)  # fmt: skip
+        if squeue.stdout.strip() == "R":
+            break
+        time.sleep(0.5)
+    assert squeue.stdout.strip() == "R", squeue.stdout + squeue.stderr
+    # the nodes die with everything on them (slurmd, slurmstepd, the job), then the controller
+    on_nodes = [int(pid) for node in ("hpcgen-node1", "hpcgen-node2") for pid in
+                subprocess.run(["ip", "netns", "pids", node], capture_output=True, text=True,
+                               timeout=30).stdout.split()]  # fmt: skip
+    assert len(on_nodes) >= 4, "a slurmd and the job's slurmstepd on each node"
+    for pid in [*on_nodes, int((MULTI_CONF / "slurmctld.pid").read_text())]:
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(1)
+    again = subprocess.run([str(CLUSTER), "start", "--nodes", "2"], capture_output=True,
+                           text=True, timeout=180)  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "clearing the job state left by a cluster that is no longer running" in again.stdout
+    status = subprocess.run([str(CLUSTER), "status", "--nodes", "2"], capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    for node in ("hpcgen-node1", "hpcgen-node2"):
+        assert f"{node} idle" in status.stdout, status.stdout
+    queue = subprocess.run(["squeue", "-h"], capture_output=True, text=True, timeout=30)
+    assert queue.stdout.strip() == "", queue.stdout
+
+
 def test_stop_removes_the_namespaces_bridge_and_hosts_lines_and_may_run_twice(two_nodes):
     """Last in this module: the fixture's own stop afterwards is then the second one."""
     for _ in range(2):
