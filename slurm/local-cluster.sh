@@ -145,11 +145,13 @@ EOF
   fi
 }
 
-running() {  # a zombie (killed, not yet reaped by a PID 1 that never reaps) is not running
-  local pid stat
+# The daemon of a pid file is running: not a zombie (killed, unreaped by a PID 1 that never
+# reaps) and not another program under a reused pid (a pid file left by a rebooted machine).
+running() {
+  local pid stat comm
   [ -f "$1" ] && pid=$(cat "$1") && kill -0 "$pid" 2>/dev/null || return 1
-  stat=$(ps -o stat= -p "$pid" 2>/dev/null) || return 1
-  [ "${stat#Z}" = "$stat" ]
+  read -r stat comm < <(ps -o stat=,comm= -p "$pid" 2>/dev/null) || return 1
+  [ "${stat#Z}" = "$stat" ] && [ "${comm#slurm}" != "$comm" ]
 }
 
 all_running() {
