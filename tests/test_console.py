@@ -35,11 +35,14 @@ def test_rows_come_from_run_json_when_the_job_ran_locally(tmp_path):
     (run / "train.log").write_text("\n".join(log) + "\n")
     (run / "eval").mkdir()
     for step, fid in ((5, 80.0), (7, 74.25)):
-        (run / "eval" / f"step_{step:08d}.json").write_text(json.dumps({"fid": fid}))
+        result = {"fid": fid, "precision": 0.625, "recall": 0.125 + step / 100}
+        (run / "eval" / f"step_{step:08d}.json").write_text(json.dumps(result))
     status = sweep_status(tmp_path)
     (row,) = status["jobs"]
     assert row["state"] == "FAILED" and row["slurm_job_id"] is None
     assert row["best_fid"] == {"fid": 74.25, "step": 7} and row["wall_s"] == 3661.0
+    assert row["evaluation"]["fid_curve"] == [[5, 80.0], [7, 74.25]]
+    assert row["evaluation"]["last"]["recall"] == 0.195
     console = Console(record=True, width=250)
     print_status(status, "t", console)
     text = console.export_text()
@@ -48,6 +51,8 @@ def test_rows_come_from_run_json_when_the_job_ran_locally(tmp_path):
         "7/20",
         "loss_d=1.2500",
         "74.25 @7",
+        "80 > 74.2",  # the FID curve so far
+        "0.625 / 0.195 @7",  # the newest result's precision / recall
         "1:01:01",
         "42.5",
         "local",

@@ -86,13 +86,16 @@ def test_report_of_a_trained_and_evaluated_sweep_renders_every_image(sweep, chro
         expected += 3 + (1 if (sweep / job / "augment.png").is_file() else 2)
     dom = rendered_dom(chromium, page)
     assert image_counts(dom) == (expected, 0)
-    for text in ("Job 0: model=ddpm", "Job 1: model=gan", "FID vs step", "D(real), D(fake)"):
+    for text in ("Job 0: model=ddpm", "Job 1: model=gan", "FID vs step", "D(real), D(fake)",
+                 "precision and recall vs step (k=3", "Evaluation protocol",
+                 "32 generated vs 128 real, 16 px, ddim5 (5 steps), ema weights"):  # fmt: skip
         assert text in dom, text
     for job in ("0", "1"):  # the history: the run's events and each committed checkpoint's FID
         run = json.loads((sweep / job / "run.json").read_text())
         assert [e["event"] for e in run["events"]] == ["started", "completed"]
-        fid = json.loads((sweep / job / "eval" / "step_00000020.json").read_text())["fid"]
-        assert "<td>step_00000020 (latest)</td>" in dom and f"<td>{fid:.2f}</td>" in dom
+        result = json.loads((sweep / job / "eval" / "step_00000020.json").read_text())
+        assert "<td>step_00000020 (latest)</td>" in dom and f"<td>{result['fid']:.2f}</td>" in dom
+        assert f"<td>{result['precision']:.3f}</td><td>{result['recall']:.3f}</td>" in dom
     shot = tmp_path / "report.png"
     browser(chromium, f"--screenshot={shot}", "--window-size=1400,3000", page.as_uri())
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)

@@ -79,6 +79,7 @@ def test_a_killed_sweep_shows_its_state_and_resumes_with_the_printed_command(tmp
         "latest_checkpoint",
         "preemptions",
         "best_fid",
+        "evaluation",
         "skipped_samples",
         "wall_s",
         "log",

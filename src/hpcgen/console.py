@@ -43,6 +43,24 @@ def _wall(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
+def fid_curve(evaluation: dict[str, Any], points: int = 4) -> str:
+    """'412 > 201 > 98 (+1 to do)': the newest FIDs in step order, and the committed
+    checkpoints still without a result."""
+    curve, todo = evaluation["fid_curve"], evaluation["unevaluated"]
+    if not curve:
+        return f"(+{todo} to do)" if todo else "-"
+    shown = " > ".join(f"{fid:.3g}" for _, fid in curve[-points:])
+    more = "... " if len(curve) > points else ""
+    return more + shown + (f" (+{todo} to do)" if todo else "")
+
+
+def precision_recall_cell(evaluation: dict[str, Any]) -> str:
+    last = evaluation["last"]
+    if not last or last.get("precision") is None:
+        return "-"
+    return f"{last['precision']:.3f} / {last['recall']:.3f} @{last['step']}"
+
+
 def status_table(status: dict[str, Any], title: str) -> Table:
     table = Table(title=title, title_justify="left")
     columns = (
@@ -57,6 +75,8 @@ def status_table(status: dict[str, Any], title: str) -> Table:
         "checkpoint",
         "preempt.",
         "best FID",
+        "FID curve",
+        "P / R",
         "skipped",
         "wall",
     )
@@ -77,6 +97,8 @@ def status_table(status: dict[str, Any], title: str) -> Table:
             row["latest_checkpoint"] or "-",
             str(row["preemptions"]),
             f"{fid['fid']:.2f} @{fid['step']}" if fid else "-",
+            fid_curve(row["evaluation"]),
+            precision_recall_cell(row["evaluation"]),
             str(row["skipped_samples"]),
             _wall(row["wall_s"]),
         )

@@ -159,6 +159,13 @@ def _charts(run_dir: Path, model: str | None, results: list[dict]) -> list[str]:
             line_chart(fid, f"FID vs step ({what})"),
             line_chart(kid, f"KID vs step ({what})"),
         ]
+        prc = {
+            name: [(r["step"], r[name]) for r in results if r.get(name) is not None]
+            for name in ("precision", "recall")
+        }
+        if any(prc.values()):
+            k = results[-1].get("prc_k", 3)
+            charts.append(line_chart(prc, f"precision and recall vs step (k={k}, {what})"))
     return charts
 
 
@@ -201,7 +208,7 @@ def _history(run_dir: Path, run: dict[str, Any], results: list[dict]) -> str:
         )
     ckpt_dir = checkpoint_dir(run_dir)
     latest = latest_name(ckpt_dir)
-    evaluated = {r["step"]: r["fid"] for r in results}
+    evaluated = {r["step"]: r for r in results}
     crows = []
     for manifest in map(commit_manifest, committed_checkpoints(ckpt_dir)):
         try:
@@ -217,15 +224,31 @@ def _history(run_dir: Path, run: dict[str, Any], results: list[dict]) -> str:
                 time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created)),
                 round(size_mb, 2),
                 meta.get("world_size"),
-                f"{evaluated[meta['step']]:.2f}" if meta["step"] in evaluated else None,
+                *_scores(evaluated.get(meta["step"])),
             ]
         )
-    parts.append(
-        _table(["committed checkpoint", "step", "created", "MB", "world size", "FID"], crows)
-        if crows
-        else "<p>No committed checkpoint.</p>"
-    )
+    header = ["committed checkpoint", "step", "created", "MB", "world size", *SCORES]
+    parts.append(_table(header, crows) if crows else "<p>No committed checkpoint.</p>")
     return "".join(parts)
+
+
+SCORES = ("FID", "precision", "recall")
+
+
+def _scores(result: dict | None) -> list[str | None]:
+    if result is None:
+        return [None] * len(SCORES)
+    return [f"{result['fid']:.2f}"] + [
+        None if result.get(k) is None else f"{result[k]:.3f}" for k in ("precision", "recall")
+    ]
+
+
+def protocol_table(results: list[dict]) -> str:
+    """What each result must name to be compared with a paper (eval/protocol.py's fields)."""
+    if not results:
+        return ""
+    rows = [[r["step"], r.get("protocol") or "-", r.get("kimg")] for r in results]
+    return "<h3>Evaluation protocol</h3>" + _table(["step", "protocol", "kimg"], rows)
 
 
 def job_section(row: dict[str, Any]) -> str:
@@ -245,6 +268,7 @@ def job_section(row: dict[str, Any]) -> str:
     parts.append(
         '<div class="row">' + "".join(images) + "</div>" if images else "<p>No images yet.</p>"
     )
+    parts.append(protocol_table(results))
     parts.append(_history(run_dir, run, results) + "</section>")
     return "".join(parts)
 

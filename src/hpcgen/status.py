@@ -35,17 +35,30 @@ def run_dirs(path: Path) -> list[Path]:
     return sorted(jobs, key=lambda p: int(p.name))
 
 
-def _best_fid(run_dir: Path) -> tuple[float, int] | None:
-    best = None
+def _results(run_dir: Path) -> list[dict[str, Any]]:
+    """eval/step_N.json of a run, by step; a file that does not parse is passed over."""
+    results = []
     for path in result_paths(run_dir):
         try:
-            fid = json.loads(path.read_text())["fid"]
-        except (OSError, json.JSONDecodeError, KeyError):
+            result = json.loads(path.read_text())
+            results.append(result | {"step": step_of(path), "fid": float(result["fid"])})
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
             continue
-        step = step_of(path)
-        if best is None or fid < best[0]:
-            best = (float(fid), step)
-    return best
+    return sorted(results, key=lambda r: r["step"])
+
+
+def evaluation_summary(run_dir: Path, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The FID curve so far (one point per result), the newest result's precision/recall and
+    protocol, and how many committed checkpoints have no result yet."""
+    last = results[-1] if results else {}
+    return {
+        "evaluated": len(results),
+        "unevaluated": _unevaluated(run_dir),
+        "fid_curve": [[r["step"], r["fid"]] for r in results],
+        "last": {k: last.get(k) for k in ("step", "fid", "precision", "recall", "protocol")}
+        if last
+        else None,
+    }
 
 
 def _log_file(sweep: Path, job_id: str | None) -> str | None:
@@ -73,7 +86,8 @@ def job_row(run_dir: Path) -> dict[str, Any]:
     if slurm_state is None and run.get("status") == "running" and not _holder_lives(run_dir):
         slurm_state = "DIED"  # killed without a word (SIGKILL, OOM, a lost node): resumable
     end = run.get("ended") if run.get("status") != "running" else None
-    best = _best_fid(run_dir)
+    results = _results(run_dir)
+    best = min(results, key=lambda r: r["fid"]) if results else None
     return {
         "job": run_dir.name,
         "run_dir": str(run_dir),
@@ -92,7 +106,8 @@ def job_row(run_dir: Path) -> dict[str, Any]:
         "peak_memory_gb": next((metrics[k] for k in keys_of("memory", metrics)), None),
         "latest_checkpoint": latest_name(checkpoint_dir(run_dir)),
         "preemptions": run.get("preemptions", 0),
-        "best_fid": {"fid": best[0], "step": best[1]} if best else None,
+        "best_fid": {"fid": best["fid"], "step": best["step"]} if best else None,
+        "evaluation": evaluation_summary(run_dir, results),
         "skipped_samples": run.get("skipped_samples", metrics.get("skipped_samples", 0)),
         "wall_s": ((end or time.time()) - run["started"]) if run.get("started") else None,
         "log": _log_file(run_dir.parent, job_id),
@@ -140,7 +155,7 @@ def sweep_status(path: Path) -> dict[str, Any]:
         command = _rerun_command(path) if single else resume_command(path)
         if command:
             next_steps.append(f"resume the unfinished job(s): {command}")
-    unevaluated = sum(_unevaluated(Path(r["run_dir"])) for r in rows)
+    unevaluated = sum(r["evaluation"]["unevaluated"] for r in rows)
     if unevaluated:
         command = f"python launch/evaluate.py run={shlex.quote(str(path))}"
         next_steps.append(f"evaluate {unevaluated} checkpoint(s) without a result: {command}")

@@ -68,6 +68,23 @@ def test_local_evaluation_writes_every_result_and_a_second_run_does_nothing(swee
                 and np.isfinite(result["kid_mean"])
             )
             assert result["comparable_to_published"] is False
+            # precision/recall (k=3) on the FID features: 32 generated vs the 128 kept real
+            assert 0 <= result["precision"] <= 1 and 0 <= result["recall"] <= 1
+            assert (result["prc_k"], result["prc_gen_samples"]) == (3, 32)
+            assert result["prc_ref_samples"] == 128 and "VGG16" in result["prc_features"]
+            # everything a paper's number needs beside it
+            assert result["ref_samples"] == 128 and result["resolution"] == 16
+            assert result["generator_weights"] == "ema" and result["kimg"] == step * 8 / 1000
+            assert result["weights_sha256"] and result["feature_dim"] == 128
+            assert result["train_images"] == 256 and "256 images, 16 px" in result["ref_data"]
+            if model == "ddpm":
+                assert (result["sampler"], result["sampler_steps"]) == ("ddim5", 5)
+                assert result["ddim_eta"] == 0.0 and result["truncation_psi"] is None
+            else:
+                assert result["sampler"] is None and result["sampler_steps"] == 1
+                assert (result["truncation_psi"], result["noise_mode"]) == (1.0, "const")
+                assert result["ema"]["ema_kimg"] > 0
+            assert result["protocol"].startswith("32 generated vs 128 real, 16 px, ")
             # the floor: 32 held-out toy bedrooms (indices 256..287) against the same reference
             assert result["floor_samples"] == 32 and "256..287" in result["floor_images"]
             assert 0 < result["fid_floor"] < result["fid"]

@@ -43,6 +43,14 @@ def run_config(run_dir: Path) -> TrainConfig:
 
 def load_network(ckpt: Path, device: torch.device) -> tuple[TrainConfig, torch.nn.Module]:
     """The run's config and its network (DDPM U-Net or GAN generator) with checkpoint weights."""
+    cfg, net, _ = load_network_described(ckpt, device)
+    return cfg, net
+
+
+def load_network_described(
+    ckpt: Path, device: torch.device
+) -> tuple[TrainConfig, torch.nn.Module, dict]:
+    """load_network, and what was loaded: {"weights": "ema" | "raw", "images_seen": N}."""
     manifest = _verify_any_world_size(ckpt)
     cfg = run_config(ckpt.parent.parent)
     engine, net = build_sampling_network(cfg, device.type == "cuda")
@@ -59,7 +67,11 @@ def load_network(ckpt: Path, device: torch.device) -> tuple[TrainConfig, torch.n
             )
         module = torch.load(states, map_location="cpu", weights_only=False)["module"]
     net.load_state_dict({k: v.float() for k, v in module.items()})
-    return cfg, net.to(device).eval()
+    described = {
+        "weights": "raw" if task_state["task"].get("ema") is None else "ema",
+        "images_seen": task_state.get("images_seen"),
+    }
+    return cfg, net.to(device).eval(), described
 
 
 def _verify_any_world_size(ckpt: Path) -> dict:

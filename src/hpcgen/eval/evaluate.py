@@ -21,7 +21,7 @@ from hpcgen.config import ConfigError, DDPMConfig, TrainConfig
 from hpcgen.data.shards import ensure_shards, read_manifest, write_json_atomic
 from hpcgen.data.stream import to_unit_range
 from hpcgen.diffusion.gaussian import DECODER_CDFS
-from hpcgen.engine.generate import load_network, run_config
+from hpcgen.engine.generate import load_network_described, run_config
 from hpcgen.engine.run_dir import (
     checkpoint_dir,
     committed_checkpoints,
@@ -36,7 +36,21 @@ from hpcgen.eval.features import EXTRACTORS, Extractor, build_extractor
 from hpcgen.eval.floor import data_floor
 from hpcgen.eval.inception import weights_dir
 from hpcgen.eval.plot import line_plot
-from hpcgen.eval.reference import real_images, reference_statistics, scores_against
+from hpcgen.eval.protocol import (
+    EVAL_PSI,
+    PRC_FEATURES_NOTE,
+    data_used,
+    generation,
+    sampler_of,
+    summary,
+)
+from hpcgen.eval.reference import (
+    PRC_NEIGHBOURS,
+    precision_recall,
+    real_images,
+    reference_statistics,
+    scores_against,
+)
 from hpcgen.networks import sample
 from hpcgen.seeds import image_seeds
 
@@ -53,6 +67,7 @@ class EvalConfig:
     batch: int = 64
     kid_subsets: int = 100
     kid_subset_size: int = 1000
+    prc_k: int = PRC_NEIGHBOURS  # precision/recall's k-NN balls (StyleGAN2-ADA's pr50k3: 3)
     seed: int = 0
     interp_steps: int = 8
     bpd_images: int = 256  # DDPM: bits/dim of this many real images (0: skip)
@@ -68,6 +83,11 @@ class EvalConfig:
         for name in ("num_samples", "ref_samples", "batch", "kid_subsets", "kid_subset_size"):
             if getattr(self, name) < 2:
                 raise ConfigError(f"eval.{name}={getattr(self, name)} must be at least 2")
+        if not 1 <= self.prc_k < min(self.num_samples, self.ref_samples):
+            raise ConfigError(
+                f"eval.prc_k={self.prc_k} is not valid: use 1 <= prc_k < eval.num_samples and "
+                f"eval.ref_samples ({self.num_samples}, {self.ref_samples}); 3 is pr50k3's"
+            )
         if self.bpd_decoder_cdf is not None and self.bpd_decoder_cdf not in DECODER_CDFS:
             raise ConfigError(
                 f"eval.bpd_decoder_cdf={self.bpd_decoder_cdf!r} is not valid: choose one of "
@@ -282,17 +302,17 @@ def evaluate_checkpoint(entry: dict, ecfg: EvalConfig, force: bool = False) -> d
     start = time.time()
     ckpt, run_dir = Path(entry["ckpt"]), Path(entry["run_dir"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    cfg, net = load_network(ckpt, device)
+    cfg, net, loaded = load_network_described(ckpt, device)
     extractor = build_extractor(ecfg.extractor, weights_dir(ecfg.weights_dir), device)
     root, manifest = run_shards(run_dir, cfg)
     ref, ref_cached = reference_statistics(root, manifest, extractor, ecfg.ref_samples, ecfg.batch)
     is_ddpm = isinstance(cfg.model, DDPMConfig)
-    sampler = (ecfg.sampler or "ddim50") if is_ddpm else None
+    sampler = sampler_of(cfg, ecfg.sampler)
     seeds = image_seeds(ecfg.seed, ecfg.num_samples)
     features, grid = [], None
     for i in range(0, len(seeds), ecfg.batch):
         images = sample(
-            cfg, net, seeds[i : i + ecfg.batch], device, sampler, 1.0, ecfg.batch, False
+            cfg, net, seeds[i : i + ecfg.batch], device, sampler, EVAL_PSI, ecfg.batch, False
         )
         grid = images[:64] if grid is None else grid
         features.append(extractor(to_uint8(images), ecfg.batch))
@@ -300,6 +320,7 @@ def evaluate_checkpoint(entry: dict, ecfg: EvalConfig, force: bool = False) -> d
     fid, kid_mean, kid_std = scores_against(
         gen, ref, ecfg.kid_subsets, ecfg.kid_subset_size, ecfg.seed
     )
+    precision, recall = precision_recall(gen, ref["features"], ecfg.prc_k, device)
     floor = data_floor(
         root, manifest, extractor, ref, len(gen), ecfg.kid_subsets, ecfg.kid_subset_size
     )
@@ -319,17 +340,24 @@ def evaluate_checkpoint(entry: dict, ecfg: EvalConfig, force: bool = False) -> d
         "fid": fid,
         "kid_mean": kid_mean,
         "kid_std": kid_std,
+        "precision": precision,
+        "recall": recall,
+        "prc_k": ecfg.prc_k,
+        "prc_gen_samples": len(gen),
+        "prc_ref_samples": len(ref["features"]),  # the reference's kept features
+        "prc_features": PRC_FEATURES_NOTE,
         **(floor or {}),
         "fid_over_floor": fid / floor["fid_floor"] if floor else None,
         "num_samples": len(gen),
         "ref_samples": int(ref["n"]),
         "ref_cache": str(ref["path"]),
         "ref_cached": ref_cached,
+        **data_used(cfg, str(root), manifest),
         "extractor": extractor.name,
         "weights_sha256": extractor.weights_sha256,
+        "feature_dim": int(gen.shape[1]),
         "comparable_to_published": extractor.comparable,
-        "sampler": sampler,
-        "truncation_psi": None if is_ddpm else 1.0,
+        **generation(cfg, sampler, loaded),
         "seed": ecfg.seed,
         "interpolation": str(interp),
         "interpolation_smoothness": _smoothness(extractor, frames, ecfg.interp_steps),
@@ -339,6 +367,7 @@ def evaluate_checkpoint(entry: dict, ecfg: EvalConfig, force: bool = False) -> d
         "seconds": time.time() - start,
         "created": time.time(),
     }
+    result["protocol"] = summary(result)
     write_json_atomic(out, result)
     plot_run(run_dir)
     return result
