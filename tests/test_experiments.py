@@ -60,6 +60,8 @@ def test_experiment_composes_with_its_published_network_size(name):
 
 
 def test_report_gan_keeps_a_milestone_every_ten_epochs_of_1024_images():
+    assert experiment("report_gan").data.max_images == 1024  # the epoch below is that subset
+    assert experiment("report_ddpm").data.max_images == 151_652  # 5% of 3,033,042
     t = experiment("report_gan").trainer
     steps_per_epoch = 1024 // t.global_batch
     assert t.ckpt_milestone_every_steps == 10 * steps_per_epoch

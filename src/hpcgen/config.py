@@ -47,9 +47,19 @@ class DataConfig:
     shuffle_buffer: int = 256
     num_workers: int = 1  # DataLoader worker processes per rank (0: read in the main process)
     hflip: bool = True  # random horizontal flips in the stream
+    max_images: int | None = None  # train on the first N images of the shards (null: all)
 
     def __post_init__(self) -> None:
         _check_choice("data.name", self.name, ("synthetic", "lsun_bedroom", "folder"))
+        if self.max_images is not None and (
+            isinstance(self.max_images, bool)
+            or not isinstance(self.max_images, int)
+            or self.max_images < 1
+        ):
+            raise ConfigError(
+                f"data.max_images={self.max_images!r} is not valid: give a whole number of "
+                "images >= 1 (the first N of the shards), or null for all of them"
+            )
         if self.resolution < 8 or self.resolution & (self.resolution - 1):
             raise ConfigError(
                 f"data.resolution={self.resolution} is not valid: use a power of two >= 8 "

@@ -19,6 +19,7 @@ from hpcgen.config import ConfigError
 from hpcgen.data.shards import (
     SHARD_MANIFEST,
     check_matches,
+    check_max_images,
     data_root,
     read_manifest,
     set_aside_if_stale,
@@ -54,6 +55,14 @@ def check_train_job(cfg: DictConfig) -> None:
         check_matches(data, root, read_manifest(root))
     if data.name == "folder" and not (root / SHARD_MANIFEST).is_file():
         open_source(data.name, data.source, data.num_samples, data.resolution)
+    if data.max_images is not None:
+        readers = world_size * max(data.num_workers, 1)
+        if (root / SHARD_MANIFEST).is_file():
+            total, where = int(read_manifest(root)["total"]), f"the shards in {root}"
+            check_max_images(data.max_images, total, readers, where)
+        elif data.name == "synthetic":
+            where = f"the synthetic set (data.num_samples={data.num_samples})"
+            check_max_images(data.max_images, data.num_samples, readers, where)
     if data.name == "synthetic":
         shards = math.ceil(data.num_samples / data.samples_per_shard)
         if shards * data.samples_per_shard < world_size * max(data.num_workers, 1):

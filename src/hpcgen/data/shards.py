@@ -224,6 +224,41 @@ def shard_paths(root: Path, manifest: dict) -> list[str]:
     return [str(root / shard["name"]) for shard in manifest["shards"]]
 
 
+def check_max_images(max_images: int, total: int, readers: int, where: str) -> None:
+    """data.max_images fits the data (`total` images in `where`) and feeds every reader."""
+    if max_images > total:
+        raise ConfigError(
+            f"data.max_images={max_images} is more than the {total} images of {where}: use "
+            f"at most {total}, or null for all of them"
+        )
+    if max_images < readers:
+        raise ConfigError(
+            f"data.max_images={max_images} cannot feed {readers} reader(s) (ranks x "
+            "data.num_workers): give each reader at least one image, or use fewer workers"
+        )
+
+
+def first_images(
+    root: Path, manifest: dict, max_images: int | None, readers: int = 1
+) -> tuple[list[str], list[int] | None]:
+    """data.max_images: the shards that hold the first N images in shard order, and how many
+    leading samples of each to read (None: all of every shard). The same on every rank and
+    after every resume, since it depends on the manifest only."""
+    if max_images is None:
+        return shard_paths(root, manifest), None
+    check_max_images(max_images, int(manifest["total"]), readers, f"the shards in {root}")
+    paths, limits, left = [], [], max_images
+    for shard in manifest["shards"]:
+        if left == 0:
+            break
+        take = min(int(shard["count"]), left)
+        if take:
+            paths.append(str(root / shard["name"]))
+            limits.append(take)
+            left -= take
+    return paths, limits
+
+
 def ensure_shards(cfg: DataConfig) -> tuple[Path, dict]:
     """(root, manifest) for training; synthetic, folder and zip sources are prepared on first
     use (one writer under a lock, the others wait), LSUN must have been prepared."""

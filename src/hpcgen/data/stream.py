@@ -65,10 +65,14 @@ def _tar_members(path: str) -> Iterator[tuple[str, bytes]]:
                 yield name, data
 
 
-def tar_samples(sources: Iterator[dict], handler) -> Iterator[dict]:
-    """webdataset pipeline stage: shard urls -> samples grouped by key (as tarfile_to_samples)."""
+def tar_samples(
+    sources: Iterator[dict], handler, limits: dict[str, int] | None = None
+) -> Iterator[dict]:
+    """webdataset pipeline stage: shard urls -> samples grouped by key (as tarfile_to_samples);
+    `limits` caps the samples read from a shard (its leading ones: data.max_images)."""
     for source in sources:
         url, sample = source["url"], None
+        left = (limits or {}).get(url)
         try:
             for name, data in _tar_members(url):
                 slash = name.rfind("/") + 1
@@ -79,6 +83,10 @@ def tar_samples(sources: Iterator[dict], handler) -> Iterator[dict]:
                 if sample is None or sample["__key__"] != key:
                     if sample is not None:
                         yield sample
+                        left = None if left is None else left - 1
+                        if left == 0:
+                            sample = None
+                            break
                     sample = {"__key__": key, "__url__": url}
                 sample[suffix] = data
         except (OSError, ValueError) as err:
@@ -101,8 +109,9 @@ class _Reader:
         batch_size: int,
         epoch: int,
         consumed: int,
+        limits: dict[str, int] | None = None,
     ) -> None:
-        self.shards, self.slot, self.n_slots = shards, slot, n_slots
+        self.shards, self.slot, self.n_slots, self.limits = shards, slot, n_slots, limits
         self.seed, self.buffer, self.hflip, self.batch_size = seed, buffer, hflip, batch_size
         self.epoch, self.consumed, self.skipped = epoch, consumed, 0
 
@@ -119,7 +128,7 @@ class _Reader:
             return True
 
         pipeline = wds.DataPipeline(
-            wds.SimpleShardList(mine), lambda src: tar_samples(src, count_error)
+            wds.SimpleShardList(mine), lambda src: tar_samples(src, count_error, self.limits)
         )
         rng = random.Random(f"{self.seed}-{epoch}-{self.slot}")
         buffer: list[dict] = []
@@ -209,8 +218,12 @@ class ShardStream:
         shuffle_buffer: int = 256,
         num_workers: int = 0,
         hflip: bool = False,
+        limits: list[int] | None = None,
     ) -> None:
+        """`limits`: how many leading samples of each shard to read (data.max_images's
+        shards.first_images), None for whole shards."""
         self.shards, self.batch_size = shards, batch_size
+        self.limits = None if limits is None else dict(zip(shards, limits, strict=True))
         self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
         self.seed, self.shuffle_buffer, self.hflip = seed, shuffle_buffer, hflip
         self.n_readers = max(num_workers, 1)
@@ -261,6 +274,7 @@ class ShardStream:
                 self.hflip,
                 self.batch_size,
                 *self.positions[w],
+                self.limits,
             )
             for w in range(self.n_readers)
         ]

@@ -15,7 +15,7 @@ from torchvision.utils import make_grid, save_image
 
 from hpcgen.config import ConfigError, TrainConfig
 from hpcgen.console import StepProgress
-from hpcgen.data.shards import ensure_shards, shard_paths
+from hpcgen.data.shards import ensure_shards, first_images
 from hpcgen.data.stream import ShardStream, real_images, to_unit_range
 from hpcgen.engine.checkpoint import CheckpointManager, NoSpaceError
 from hpcgen.engine.deepspeed_engine import check_precision
@@ -222,8 +222,10 @@ def open_stream(cfg: TrainConfig, layout: RankLayout) -> tuple[Path, dict, Shard
             f"shards in {root} are {manifest['resolution']}px but "
             f"data.resolution={cfg.data.resolution}"
         )
+    readers = layout.world_size * max(cfg.data.num_workers, 1)
+    shards, limits = first_images(root, manifest, cfg.data.max_images, readers)
     stream = ShardStream(
-        shard_paths(root, manifest),
+        shards,
         cfg.trainer.batch_per_gpu,
         layout.rank,
         layout.world_size,
@@ -231,6 +233,7 @@ def open_stream(cfg: TrainConfig, layout: RankLayout) -> tuple[Path, dict, Shard
         cfg.data.shuffle_buffer,
         cfg.data.num_workers,
         cfg.data.hflip,
+        limits,
     )
     return root, manifest, stream
 
