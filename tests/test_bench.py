@@ -30,8 +30,20 @@ SUITES = {
         ["ratio_wall", "ratio_evaluations"],
     ),
     "engine": (
-        ["engine.ddpm_preset=tiny", "engine.resolution=16", "engine.batch=4", "engine.repeats=1"],
-        ["ddpm_zero1_vs_plain", "ddpm_zero2_vs_plain", "gan_zero2_vs_plain"],
+        [
+            "engine.ddpm_preset=tiny",
+            "engine.resolution=16",
+            "engine.batch=4",
+            "engine.repeats=1",
+            "engine.utilisation_repeats=1",
+            "engine.matmul_size=256",
+            "engine.utilisation.ddpm_small=['model=ddpm','model.preset=tiny',"
+            "'data.resolution=16','trainer.batch_per_gpu=4']",
+            "~engine.utilisation.ddpm_lsun64",
+            "engine.utilisation.gan_report=['model=gan','model.preset=tiny',"
+            "'data.resolution=16','trainer.batch_per_gpu=4','model.pl_weight=2']",
+        ],
+        ["ddpm_zero1_vs_plain", "ddpm_zero2_vs_plain", "gan_zero2_vs_plain", "utilisation"],
     ),
     "zero": (["zero.preset=tiny", "zero.resolution=16", "zero.stages=[3]"], ["zero3"]),
     "peer": (
@@ -47,7 +59,7 @@ SUITES = {
             "gpu.loader_images=64",
             "gpu.loader_workers=1",
         ],
-        ["matmul", "ddpm:tiny:16:4", "gan:tiny:16:4"],
+        ["peak", "ddpm:tiny:16:4", "gan:tiny:16:4"],
     ),  # fmt: skip
     "checkpoint": (
         [
@@ -90,9 +102,16 @@ def test_suite_writes_its_json(suite, tmp_path):
     assert all(key in data for key in keys), sorted(data)
     assert f"bench suite={suite}" in result.stdout
     if suite == "gpu":  # the U-Net's FLOPs were counted and set against the measured peak
-        ddpm = data["ddpm:tiny:16:4"]
-        assert ddpm["flops_per_step"] > 0 and ddpm["mfu"] > 0
+        for case in ("ddpm:tiny:16:4", "gan:tiny:16:4"):
+            assert data[case]["flops_per_step"] > 0 and data[case]["utilisation"] > 0
         assert data["gan:tiny:16:4"]["loader_headroom"] > 0
+    if suite == "engine":  # each step's FLOPs against the matmul rate of this run
+        peak = data["peak"]["matmul"]["flops_per_s"]
+        for case in data["utilisation"].values():
+            assert case["flops_per_step"] > 0 and 0 < case["utilisation"] < 1.5
+            assert case["achieved_flops_per_s"] == pytest.approx(case["utilisation"] * peak)
+        kinds = data["utilisation"]["gan_report"]["per_kind"]  # R1 and PL steps cost more
+        assert kinds["r1_pl"]["flops"] > kinds["pl"]["flops"] > kinds["plain"]["flops"]
     if suite == "quality":  # untrained point, one point after the budget, the floor beside it
         for model in ("ddpm", "gan"):
             curve = data[model]["curve"]

@@ -38,7 +38,7 @@ rc=0
 python3 launch/bench.py suite=gpu workdir=/tmp/hpcgen-bench hydra.run.dir="$out/bench-gpu" \
   >"$out/bench-gpu.log" 2>&1 || rc=$?
 echo "== bench suite=gpu rc=$rc wall=$(( $(date +%s) - start ))s (JSON: bench-gpu/bench/gpu.json)"
-grep -E "images_per_s|mfu|headroom|flops_per_s|Error" "$out/bench-gpu.log" | tail -n 30 || true
+grep -E "images_per_s|utilisation|headroom|flops_per_s|Error" "$out/bench-gpu.log" | tail -n 30 || true
 if [ "$rc" -ne 0 ]; then failed+=("bench suite=gpu"); fi
 if [ ${#failed[@]} -gt 0 ]; then
   echo "FAILED: ${failed[*]}" >&2

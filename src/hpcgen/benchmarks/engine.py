@@ -1,6 +1,10 @@
 """Engine suite: one DeepSpeed training step (ZeRO-1 and 2) against a plain-PyTorch AdamW step
 on the same network, batch and precision (target: at most 1.15x), for the DDPM U-Net and for a
-GAN G+D step (non-saturating losses, no regularisers: the engine's overhead is the question)."""
+GAN G+D step (non-saturating losses, no regularisers: the engine's overhead is the question).
+
+Then utilisation: the real training step of each case in `utilisation` (the task launch/train.py
+builds from those overrides, at one rank) with its FLOPs counted, against the machine's fp32
+matmul rate measured in the same run (benchmarks/utilisation.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +15,12 @@ import torch
 from torch.nn import functional as F
 
 from hpcgen.benchmarks.common import device, measure_in_turns
+from hpcgen.benchmarks.utilisation import peak_rates, step_utilisation
+from hpcgen.cli.compose import compose_jobs, to_train_config
 from hpcgen.config import DeepSpeedConfig
 from hpcgen.engine.deepspeed_engine import make_engine
 from hpcgen.engine.distributed import detect_layout, init_distributed
+from hpcgen.engine.tasks import build_task
 from hpcgen.models.stylegan import build_gan
 from hpcgen.models.unet import build_unet
 
@@ -93,6 +100,9 @@ def run(
     batch: int,
     zero_stages: list[int],
     repeats: int,
+    utilisation: dict[str, list[str]] | None = None,
+    utilisation_repeats: int = 3,
+    matmul_size: int = 2048,
 ) -> dict:
     init_distributed(detect_layout())
     dev = device()
@@ -105,7 +115,7 @@ def run(
             "batch": batch,
             "precision": "fp32",
         },  # fmt: skip
-        "targets": {"zeroN_vs_plain": "<= 1.15"},
+        "targets": {"zeroN_vs_plain": "<= 1.15", "ddpm_lsun64 utilisation": ">= 0.5"},
     }
     cases = {
         "ddpm": _ddpm_steps(
@@ -122,4 +132,23 @@ def run(
                     timings[key]["median"] / timings["plain"]["median"]
                 )
         result[f"{name}_images_per_s_plain"] = batch / timings["plain"]["median"]
+    if utilisation:
+        result["peak"] = peak = peak_rates(dev, matmul_size, repeats=5)
+        result["utilisation"] = {
+            name: measure_utilisation(overrides, peak["matmul"]["flops_per_s"], utilisation_repeats)
+            for name, overrides in utilisation.items()
+        }
     return result
+
+
+def measure_utilisation(overrides: list[str], peak_flops_per_s: float, repeats: int) -> dict:
+    """FLOPs, seconds and utilisation of the training step launch/train.py would run with these
+    overrides (one rank; trainer.batch_per_gpu among them sets the batch)."""
+    (composed,) = compose_jobs([*overrides, "trainer.global_batch=null"], "train")
+    cfg = to_train_config(composed)
+    task = build_task(cfg, 0, 1)
+    row = step_utilisation(
+        task, cfg.trainer.batch_per_gpu, cfg.data.resolution, peak_flops_per_s, repeats
+    )
+    parameters = sum(task.parameters.values())
+    return {"overrides": overrides, "parameters": parameters, **row}
