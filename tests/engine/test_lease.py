@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -14,7 +15,14 @@ from contextlib import contextmanager
 import pytest
 
 from hpcgen.engine.distributed import free_port, loopback_rank_env
-from hpcgen.engine.lease import LEASE, RunBusyError, check_free, holder_alive, read_lease
+from hpcgen.engine.lease import (
+    LEASE,
+    RunBusyError,
+    RunLease,
+    check_free,
+    holder_alive,
+    read_lease,
+)
 from hpcgen.engine.run_record import last_metrics, read_metrics, read_run
 from hpcgen.status import sweep_status
 from tests.conftest import REPO
@@ -23,11 +31,11 @@ TRAIN = [sys.executable, str(REPO / "launch" / "train.py")]
 
 
 @contextmanager
-def holder(run_dir, step: int) -> Iterator[subprocess.Popen]:
+def holder(run_dir, step: int, *extra: str) -> Iterator[subprocess.Popen]:
     """launch/train.py training in `run_dir` past `step`; SIGKILLed on exit (no clean exit:
     its lease stays behind, as after the OOM killer or a lost node)."""
     args = ["experiment=smoke", "trainer.max_steps=100000", "trainer.log_every_steps=1",
-            "trainer.ckpt_every_steps=5", f"hydra.run.dir={run_dir}"]  # fmt: skip
+            "trainer.ckpt_every_steps=5", f"hydra.run.dir={run_dir}", *extra]  # fmt: skip
     proc = subprocess.Popen([*TRAIN, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)  # fmt: skip
     try:
@@ -112,6 +120,48 @@ def test_the_job_itself_refuses_a_held_run_dir_on_every_rank_before_writing(tmp_
         assert not (run / "checkpoints" / "step_00000013").exists()
 
 
+def files_of(run_dir) -> dict:
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in run_dir.rglob("*")
+            if p.is_file() and p.name != LEASE}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_holder_whose_lease_was_taken_over_stops_writing_and_names_the_new_holder(tmp_path):
+    """A network partition, as the holder and a later launch each see it: the holder is
+    stopped (it can neither renew nor write), the other host reads a lease that went stale
+    and takes it over (the real takeover); then the holder runs on."""
+    run, beat = tmp_path / "run", "trainer.lease_heartbeat_s=0.5"
+    rare = ["trainer.ckpt_every_steps=100000", "trainer.sample_every_steps=100000"]
+    with holder(run, 3, beat, *rare) as first:
+        first.send_signal(signal.SIGSTOP)
+        stale = {**read_lease(run), "host": "node-elsewhere", "heartbeat": time.time() - 60}
+        (run / LEASE).write_text(json.dumps(stale))  # how it looks from the other host
+        thief = RunLease(run, 0.5)
+        thief.acquire()
+        try:
+            before, steps = files_of(run), [r["step"] for r in read_metrics(run)]
+            first.send_signal(signal.SIGCONT)
+            resumed = time.monotonic()
+            code = first.wait(timeout=60)
+            ended_s, err = time.monotonic() - resumed, first.stderr.read()
+            assert read_lease(run)["token"] == thief.token  # not renewed over the new holder
+        finally:
+            thief.release()
+    assert code == 1, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    (line,) = [x for x in err.splitlines() if "hpcgen: error" in x]
+    assert f"{run} was taken over by pid {os.getpid()} on {socket.gethostname()}" in line
+    assert "writes nothing more there" in line
+    # nothing written after the takeover but the step under way when the partition began
+    after = [r["step"] for r in read_metrics(run)]
+    assert after[: len(steps)] == steps and len(after) <= len(steps) + 1, (steps, after)
+    changed = {p for p in files_of(run) if files_of(run).get(p) != before.get(p)}
+    assert changed <= {run / "metrics.jsonl", run / "run.json"}, changed
+    assert read_run(run)["status"] == "running"  # not the displaced job's to say
+    assert ended_s < 10, ended_s
+    print(f"the displaced holder ended {ended_s:.2f}s after it ran on: {line}")
+
+
 def lease_of(host: str, age_s: float, job: str | None = None) -> dict:
     return {"host": host, "pid": 1, "pid_start": "0", "slurm_job_id": job, "token": "x",
             "started": time.time() - age_s, "heartbeat": time.time() - age_s,
@@ -193,12 +243,12 @@ def test_a_sweep_resume_names_its_slurm_jobs_still_in_the_queue(slurm_cluster, t
 
 
 def test_a_holder_killed_but_not_yet_reaped_is_dead_and_a_reused_pid_is_not_it():
-    from hpcgen.engine.lease import _start_time, me
+    from hpcgen.engine.lease import me, process_start_time
 
     proc = subprocess.Popen(["sleep", "60"])
     try:
         lease = {**me(), "pid": proc.pid, "heartbeat": time.time(), "heartbeat_s": 30.0}
-        lease["pid_start"] = _start_time(proc.pid)
+        lease["pid_start"] = process_start_time(proc.pid)
         assert holder_alive(lease, 30.0) == (True, "its process runs on this host")
         assert not holder_alive({**lease, "pid_start": "1"}, 30.0)[0]  # another process
         proc.send_signal(signal.SIGKILL)

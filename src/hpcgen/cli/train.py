@@ -20,6 +20,7 @@ __all__ = ["dry_run_or_continue", "preflight_or_exit", "run_job"]
 def run_job(cfg: DictConfig) -> dict[str, Any]:
     """The body of every Hydra job (in this process or on a SLURM node)."""
     from hpcgen.engine.checkpoint import NoSpaceError
+    from hpcgen.engine.lease import LeaseLost
     from hpcgen.engine.loop import train  # heavy imports only in the job
     from hpcgen.engine.preemption import Preempted
 
@@ -38,7 +39,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     except ConfigError as err:
         print(f"hpcgen: error: {job}: {err}", file=sys.stderr)
         sys.exit(2)
-    except NoSpaceError as err:  # says everything; the traceback would only bury it
+    except (NoSpaceError, LeaseLost) as err:  # each says everything; a traceback would bury it
         print(f"hpcgen: error: {job}: {err}", file=sys.stderr, flush=True)
         sys.exit(1)
     except Preempted:

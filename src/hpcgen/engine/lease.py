@@ -38,7 +38,11 @@ class RunBusyError(ConfigError):
     """The run directory is held by a live process; the message names it and what to do."""
 
 
-def _start_time(pid: int) -> str | None:
+class LeaseLost(RuntimeError):
+    """Another launch took this job's lease while it ran; the job stops writing at once."""
+
+
+def process_start_time(pid: int) -> str | None:
     """The process's start time in clock ticks since boot (/proc/PID/stat field 22); None
     when it is gone or a zombie (killed, not yet reaped)."""
     try:
@@ -53,7 +57,7 @@ def me() -> dict[str, Any]:
     return {
         "host": socket.gethostname(),
         "pid": pid,
-        "pid_start": _start_time(pid),
+        "pid_start": process_start_time(pid),
         "slurm_job_id": slurm_job_id(),
         "slurm_step": os.environ.get("SLURM_STEP_ID"),
     }
@@ -72,7 +76,7 @@ def holder_alive(lease: dict[str, Any], heartbeat_s: float) -> tuple[bool, str]:
     mine = me()
     job = lease.get("slurm_job_id")
     if lease.get("host") == mine["host"]:
-        start = _start_time(int(lease.get("pid", 0)))
+        start = process_start_time(int(lease.get("pid", 0)))
         if start is not None and start == lease.get("pid_start"):
             return True, "its process runs on this host"
         return False, "its process is gone from this host"
@@ -154,7 +158,7 @@ class RunLease:
     def __init__(self, run_dir: Path, heartbeat_s: float) -> None:
         self.run_dir, self.heartbeat_s = run_dir, heartbeat_s
         self.token = uuid.uuid4().hex
-        self.lost: str | None = None  # set when another process took the lease from us
+        self.lost: str | None = None  # what happened, once another launch took the lease
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -180,16 +184,31 @@ class RunLease:
         tmp.write_text(json.dumps(self.lease, indent=1))
         os.replace(tmp, self.run_dir / LEASE)
 
-    def _beat(self) -> None:
-        while not self._stop.wait(self.heartbeat_s):
+    def taken_over(self, read: bool = False) -> bool:
+        """Whether another launch holds the lease now; `read`: look at the file now (before a
+        write) instead of trusting the heartbeat thread's last look."""
+        if self.lost is None and read:
             current = read_lease(self.run_dir)
             if current is not None and current.get("token") != self.token:
-                self.lost = f"{self.run_dir} was taken over by {describe(current)}"
-                print(f"ERROR: {self.lost}; this process stops renewing its lease", flush=True)
-                return
-            try:
-                self._write()
-            except OSError as err:  # a full disk, a lost mount: try again at the next beat
+                started = time.localtime(current.get("started", 0))
+                self.lost = (
+                    f"{self.run_dir} was taken over by {describe(current)} at "
+                    f"{time.strftime('%Y-%m-%d %H:%M:%S', started)} while this job ran (it "
+                    "found this job's heartbeat stale: a network partition, a stalled node): "
+                    "this job stops now and writes nothing more there; the run goes on in the "
+                    "new holder. If this job should have kept it, stop that one and run the "
+                    "same command again to resume"
+                )
+        return self.lost is not None
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            try:  # under the launches' lock: a takeover never lands between look and renewal
+                with _LockDir(self.run_dir / ".lease.lock"):
+                    if self.taken_over(read=True):
+                        return  # the loop stops at its next step boundary, and says so
+                    self._write()
+            except (OSError, RunBusyError) as err:  # a full disk, a lost mount: next beat
                 print(f"WARNING: could not renew {self.run_dir / LEASE}: {err}", flush=True)
 
     def release(self) -> None:
@@ -199,3 +218,13 @@ class RunLease:
         current = read_lease(self.run_dir)
         if current is not None and current.get("token") == self.token:
             (self.run_dir / LEASE).unlink(missing_ok=True)
+
+
+def displaced(lease: RunLease | None, run_dir: Path) -> LeaseLost:
+    """What every rank raises once the ranks agreed that rank 0 lost the lease."""
+    if lease is not None and lease.lost:
+        return LeaseLost(lease.lost)
+    return LeaseLost(
+        f"rank 0 found {run_dir} taken over by another launch (its log names the new holder): "
+        "this rank stops without writing anything more there"
+    )

@@ -28,8 +28,8 @@ from hpcgen.engine.distributed import (
     print0,
 )
 from hpcgen.engine.interval_log import engine_stats, log_interval
-from hpcgen.engine.lease import RunBusyError, RunLease
-from hpcgen.engine.preemption import Preempted, PreemptionGuard
+from hpcgen.engine.lease import LeaseLost, RunBusyError, RunLease, displaced
+from hpcgen.engine.preemption import DISPLACED, Preempted, PreemptionGuard
 from hpcgen.engine.run_dir import sample_grid_path
 from hpcgen.engine.run_record import RunRecord, git_revision, slurm_job_id
 from hpcgen.engine.tasks import build_task
@@ -90,7 +90,7 @@ def train(
     device = init_distributed(layout)
     lease = hold_run_dir(run_dir, layout, cfg.trainer.lease_heartbeat_s)  # before any write
     try:
-        return _train(cfg, run_dir, layout, device, overrides, signal_delay_s)
+        return _train(cfg, run_dir, layout, device, overrides, signal_delay_s, lease)
     finally:
         if lease is not None:
             lease.release()
@@ -143,6 +143,7 @@ class Job:
     global_batch: int
     signal_delay_s: float | None
     tb: TensorBoard | None = None
+    lease: RunLease | None = None  # rank 0's
 
 
 def _train(
@@ -152,8 +153,10 @@ def _train(
     device: torch.device,
     overrides: list[str] | None,
     signal_delay_s: float | None,
+    lease: RunLease | None = None,
 ) -> dict[str, Any]:
     job = build(cfg, run_dir, layout, device, signal_delay_s)
+    job.lease = lease
     latest, from_world_size = restore(job)
     job.record.truncate_metrics(after_step=job.state.step)  # rows logged after it would repeat
     job.tb = TensorBoard(run_dir, cfg.logger.tensorboard and layout.is_main, job.state.step)
@@ -161,7 +164,7 @@ def _train(
     last: dict[str, float] = dict(job.record.data.get("last_losses") or {})  # a finished run
     try:
         last = train_loop(job, last)
-    except Preempted:
+    except (Preempted, LeaseLost):  # displaced: run.json is the new holder's now
         raise
     except BaseException as caught:
         err = record_failure(job, caught)
@@ -294,7 +297,7 @@ def train_loop(job: Job, last: dict[str, float]) -> dict[str, float]:
     cfg, trainer, state = job.cfg, job.cfg.trainer, job.state
     progress = StepProgress(trainer.max_steps, state.step, job.layout.is_main)
     try:
-        with PreemptionGuard() as guard:
+        with PreemptionGuard(job.lease) as guard:
             busy_s, tick_step = 0.0, state.step  # img/s: data + training, not sampling/saving
             while state.step < trainer.max_steps:
                 # Train one step.
@@ -305,9 +308,15 @@ def train_loop(job: Job, last: dict[str, float]) -> dict[str, float]:
                 state.step, state.images_seen = state.step + 1, state.images_seen + job.global_batch
                 step, done = state.step, state.step == trainer.max_steps
                 progress.update(step, last)
-                # Agree on a preemption signal (all ranks, at a step boundary).
-                check = step % trainer.preempt_check_every_steps == 0 or done
-                decision = guard.agreed() if check else 0
+                # Agree on a preemption signal, and that the run directory is still this
+                # job's (all ranks, at a step boundary, before this step writes anything).
+                intervals = (trainer.log_every_steps, trainer.sample_every_steps,
+                             trainer.ckpt_every_steps)  # fmt: skip
+                writes = done or any(step % n == 0 for n in intervals)
+                check = step % trainer.preempt_check_every_steps == 0 or writes
+                decision = guard.agreed(before_writes=writes) if check else 0
+                if decision == DISPLACED:
+                    raise displaced(job.lease, job.run_dir)
                 # Log, sample, checkpoint.
                 if step % trainer.log_every_steps == 0 or done or decision:
                     last = mean_over_ranks(last)  # the losses of all ranks, not rank 0's alone

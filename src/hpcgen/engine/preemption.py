@@ -22,8 +22,10 @@ import torch
 import torch.distributed as dist
 
 from hpcgen.engine.distributed import print0
+from hpcgen.engine.lease import RunLease
 
 REQUEUE, STOP = 2, 1  # agreed decisions; the larger wins when ranks saw different signals
+DISPLACED = 3  # another launch took the run directory's lease: stop, and save nothing
 
 
 class Preempted(SystemExit):
@@ -33,8 +35,8 @@ class Preempted(SystemExit):
 class PreemptionGuard:
     """Install with `with PreemptionGuard() as guard:`; poll `guard.agreed()` between steps."""
 
-    def __init__(self) -> None:
-        self.seen = 0
+    def __init__(self, lease: RunLease | None = None) -> None:
+        self.seen, self.lease = 0, lease  # rank 0 holds the lease: it votes DISPLACED
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> PreemptionGuard:
@@ -52,12 +54,16 @@ class PreemptionGuard:
 
         return handler
 
-    def agreed(self) -> int:
-        """0, STOP or REQUEUE, the same on every rank (a collective)."""
+    def agreed(self, before_writes: bool = False) -> int:
+        """0, STOP, REQUEUE or DISPLACED, the same on every rank (a collective).
+        `before_writes`: rank 0 looks at the lease file itself now, not at its last beat."""
+        vote = self.seen
+        if self.lease is not None and self.lease.taken_over(read=before_writes):
+            vote = DISPLACED
         if not dist.is_initialized() or dist.get_world_size() == 1:
-            return self.seen
+            return vote
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        flag = torch.tensor([self.seen], dtype=torch.int32, device=device)
+        flag = torch.tensor([vote], dtype=torch.int32, device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return int(flag.item())
 
