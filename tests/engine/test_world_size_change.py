@@ -6,6 +6,7 @@ Ranks are separate processes of launch/train.py on the loopback, as torchrun sta
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from hpcgen.engine.distributed import free_port, loopback_rank_env
+from hpcgen.engine.manifest import verify
 from hpcgen.engine.run_dir import COMMIT_MANIFEST, model_states_file
 from tests.conftest import REPO
 
@@ -62,6 +64,39 @@ def test_a_two_rank_checkpoint_resumes_on_one_rank_through_the_universal_format(
     assert events == [("started", 0, 2, None), ("resumed", 6, 1, 2)]
     steps = [json.loads(line)["step"] for line in open(run / "metrics.jsonl")]
     assert steps == list(range(1, 11)), "metrics.jsonl must have no gap and no repeat"
+
+
+class PlantedCode:
+    """A pickle that runs code when loaded: it creates `marker` (a stand-in for anything)."""
+
+    def __init__(self, marker) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_a_converted_checkpoint_has_a_manifest_and_a_changed_one_is_never_unpickled(tmp_path):
+    run = tmp_path / "run"
+    for done in train(2, run, "trainer.max_steps=3", "trainer.ckpt_every_steps=3"):
+        assert done.returncode == 0, done.stdout[-3000:]
+    (done,) = train(1, run, "trainer.max_steps=3")  # converts step_3, trains no further
+    assert done.returncode == 0, done.stdout[-3000:]
+    universal = run / "checkpoints/universal-step_00000003"
+    manifest = verify(universal, hashes=True)
+    assert manifest["source"] == "step_00000003" and manifest["world_size"] == 2
+    assert any(name.endswith("fp32.pt") for name in manifest["files"])
+    # a file of the conversion replaced by one of the same size that runs code when unpickled
+    target = next(p for p in sorted(universal.rglob("fp32.pt")))
+    marker = tmp_path / "the-planted-pickle-ran"
+    planted = pickle.dumps(PlantedCode(marker))
+    target.write_bytes(planted + b"\0" * (target.stat().st_size - len(planted)))
+    (done,) = train(1, run, "trainer.max_steps=3")
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert not marker.exists(), "a file of the universal checkpoint was unpickled unverified"
+    assert f"WARNING: {universal} does not verify" in done.stdout
+    assert "converting step_00000003 again" in done.stdout
+    verify(universal, hashes=True)  # converted afresh from the verified step_3
 
 
 def test_a_zero3_checkpoint_of_another_world_size_is_refused_with_both_sizes(tmp_path):

@@ -11,8 +11,6 @@ import os
 import pickle
 import random
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,11 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from hpcgen.data.shards import sha256_file
 from hpcgen.engine.disk import free_bytes, human, is_no_space
 from hpcgen.engine.distributed import barrier, mean_over_ranks, print0
+from hpcgen.engine.manifest import CheckpointError, verify, write_atomic, write_manifest
 from hpcgen.engine.run_dir import (
-    COMMIT_MANIFEST,
     DEEPSPEED_TAG,
     any_checkpoint,
     checkpoint_path,
@@ -37,13 +34,9 @@ from hpcgen.engine.run_dir import (
     source_of_universal,
     step_of,
     tmp_checkpoint_path,
-    universal_path,
     universal_paths,
 )
-
-
-class CheckpointError(RuntimeError):
-    """No checkpoint can be loaded although one was expected; the message says what to do."""
+from hpcgen.engine.universal import universal_checkpoint
 
 
 class NoSpaceError(CheckpointError):
@@ -71,64 +64,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def verify(
-    ckpt: Path,
-    world_size: int | None = None,
-    hashes: bool = False,
-    share: tuple[int, int] = (0, 1),
-) -> dict:
-    """The manifest of a committed checkpoint, or CheckpointError saying what is wrong
-    (with `world_size`, also when it was saved by another number of ranks).
-
-    Sizes are checked always, sha256 with `hashes`: a checkpoint is a pickle, and pickles run
-    code, so nothing is unpickled before its bytes are the ones the run wrote. `share=(r, n)`:
-    this is rank r of n, which hash every n-th file each (one read of the checkpoint in all)."""
-    manifest_path = commit_manifest(ckpt)
-    if not manifest_path.is_file():
-        raise CheckpointError(f"{ckpt} has no {COMMIT_MANIFEST} manifest: it was never committed")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
-    except (json.JSONDecodeError, KeyError) as err:
-        raise CheckpointError(f"{manifest_path} is corrupt ({err})") from err
-    if world_size is not None and manifest.get("world_size") != world_size:
-        raise CheckpointError(
-            f"{ckpt} was saved by {manifest.get('world_size')} ranks but this job has "
-            f"{world_size}: resume with the same number of ranks"
-        )
-    rank, ranks = share
-    for i, (rel, meta) in enumerate(sorted(files.items())):
-        path = ckpt / rel
-        if not path.is_file() or path.stat().st_size != meta["bytes"]:
-            raise CheckpointError(
-                f"{path} is missing or its size differs from the manifest: refusing to load it"
-            )
-        if hashes and i % ranks == rank and sha256_file(path) != meta["sha256"]:
-            raise CheckpointError(
-                f"{path} does not match its sha256 in the manifest (changed after the save: "
-                "bit rot, an edit, or someone else's file): refusing to load it"
-            )
-    return manifest
 
 
 class CheckpointManager:
@@ -248,23 +183,11 @@ class CheckpointManager:
 
     def _commit(self, tmp: Path, final: Path, step: int) -> None:
         """Rank 0: the manifest (written last), the rename, `latest`, then retention."""
-        files = {}
-        for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
-            files[str(path.relative_to(tmp))] = {
-                "bytes": path.stat().st_size,
-                "sha256": sha256_file(path),
-            }
-        manifest = {
-            "step": step,
-            "world_size": self.world_size,
-            "created": time.time(),
-            "files": files,
-        }
-        _write_atomic(commit_manifest(tmp), json.dumps(manifest, indent=1))
+        write_manifest(tmp, step=step, world_size=self.world_size)
         if final.exists():  # a committed one of the same step: keep the new one
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _write_atomic(latest_file(self.dir), final.name + "\n")
+        write_atomic(latest_file(self.dir), final.name + "\n")
         self.prune(keep_name=final.name)
 
     def prune(self, keep_name: str) -> None:
@@ -338,7 +261,7 @@ class CheckpointManager:
         ]  # verified by find
         changed = saved_world != self.world_size
         if changed:
-            universal = self._universal(ckpt, engines, saved_world)
+            universal = universal_checkpoint(ckpt, engines, saved_world, self.world_size, self.rank)
         for key, engine in engines.items():
             if changed:  # read at load time only (DeepSpeed's checkpoint.load_universal)
                 engine._config.load_universal_checkpoint = True
@@ -364,40 +287,3 @@ class CheckpointManager:
         else:
             set_rng_state(rng)
         return state
-
-    def _universal(self, ckpt: Path, engines: dict[str, Any], saved_world: int) -> Path:
-        """Rank 0 converts each engine of `ckpt` once (kept beside it); all ranks wait."""
-        if any(e.zero_optimization_partition_weights() for e in engines.values()):
-            raise CheckpointError(
-                f"{ckpt} was saved by {saved_world} ranks but this job has {self.world_size}, "
-                "and hpcgen converts ZeRO-1/2 checkpoints only: resume this ZeRO-3 run with "
-                f"{saved_world} ranks (hydra.launcher.nodes x tasks_per_node)"
-            )
-        out = universal_path(ckpt)
-        if self.rank == 0 and not out.is_dir():
-            print0(
-                f"WARNING: {ckpt} was saved by {saved_world} ranks, this job has "
-                f"{self.world_size}: converting it to DeepSpeed's universal format in {out}; "
-                "weights and optimizer state carry over, the data order restarts at the next "
-                "epoch and each rank's random streams are reseeded (not bitwise resumable)"
-            )
-            tmp = self.dir / f".tmp-universal-{ckpt.name}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            for key in engines:
-                command = [
-                    sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal",
-                    "--input_folder", str(ckpt / key / DEEPSPEED_TAG),
-                    "--output_folder", str(tmp / key / "universal"),
-                    "--inject_missing_state", "--num_extract_workers", "1",
-                    "--num_merge_workers", "1",
-                ]  # fmt: skip
-                done = subprocess.run(command, capture_output=True, text=True)
-                if done.returncode != 0:
-                    raise CheckpointError(
-                        f"converting {ckpt / key} for {self.world_size} ranks failed "
-                        f"({done.stderr.strip().splitlines()[-1:]}); the command was: "
-                        f"{' '.join(command)}; or resume with {saved_world} ranks"
-                    )
-            os.replace(tmp, out)
-        barrier()
-        return out

@@ -10,7 +10,8 @@
     step_N/hpcgen_rank00000.pt       per-rank hpcgen state (step, data position, RNGs, task)
     step_N/COMMITTED                 the commit manifest: files, sizes, sha256 (written last)
     latest                           the name of the newest committed checkpoint
-    universal-step_N/                step_N converted for another number of ranks
+    universal-step_N/                step_N converted for another number of ranks (with its
+                                     own COMMITTED manifest, verified before it is loaded)
   eval/step_N.json                   one evaluation result (with _samples.png, _interp.png)
   eval/manifest.json                 the checkpoints an evaluation array works through
 
