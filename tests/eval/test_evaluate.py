@@ -101,6 +101,7 @@ def test_local_evaluation_writes_every_result_and_a_second_run_does_nothing(swee
     manifest = json.loads((sweep / "eval" / "manifest.json").read_text())
     assert len(manifest["entries"]) == 4
     assert "data floor" in first.stdout and "FID / floor" in first.stdout
+    assert "P / R" in first.stdout
     second = evaluate(f"run={sweep}", *SMALL)
     assert second.returncode == 0 and "nothing to evaluate" in second.stdout
     assert json.loads((sweep / "eval" / "manifest.json").read_text())["entries"] == []

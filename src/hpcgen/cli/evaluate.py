@@ -85,7 +85,7 @@ def evaluate_array_argv(argv: list[str]) -> list[str]:
 
 def _print_results(results: list[dict]) -> None:
     table = Table(title="evaluation", title_justify="left")
-    columns = ("run", "model", "step", "FID", "data floor", "FID / floor", "KID x 1e3")
+    columns = ("run", "model", "step", "FID", "data floor", "FID / floor", "KID x 1e3", "P / R")
     for name in (*columns, "samples", "extractor", "seconds"):
         left = name in ("run", "model", "extractor")
         table.add_column(name, justify="left" if left else "right")
@@ -99,6 +99,7 @@ def _print_results(results: list[dict]) -> None:
             "-" if floor is None else f"{floor:.2f}",
             "-" if floor is None else f"{r['fid'] / floor:.1f}x",
             f"{1e3 * r['kid_mean']:.2f} ± {1e3 * r['kid_std']:.2f}",
+            "-" if r.get("precision") is None else f"{r['precision']:.3f} / {r['recall']:.3f}",
             str(r["num_samples"]),
             r["extractor"],
             f"{r['seconds']:.0f}" + (" (kept)" if r.get("skipped") else ""),
