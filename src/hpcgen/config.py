@@ -111,6 +111,14 @@ class DDPMConfig:
         _check_choice("model.preset", self.preset, tuple(PRESETS))
         _check_positive("model.diffusion_steps", self.diffusion_steps)
         _check_choice("model.schedule", self.schedule, ("linear", "cosine"))
+        if self.schedule == "linear" and 1000 / self.diffusion_steps * 0.02 >= 1:
+            # Ho et al.'s 1e-4..0.02 at T=1000, scaled by 1000/T (Improved DDPM's rule)
+            raise ConfigError(
+                f"model.schedule=linear with model.diffusion_steps={self.diffusion_steps} has "
+                f"betas up to {1000 / self.diffusion_steps * 0.02:.2f} (0.02 x 1000/T), and a beta "
+                ">= 1 makes every loss NaN: use model.diffusion_steps >= 21, or "
+                "model.schedule=cosine"
+            )
         _check_choice("model.parameterisation", self.parameterisation, ("eps", "x0", "mu"))
         _check_choice(
             "model.variance", self.variance, ("fixed_small", "fixed_large", "learned_range")
@@ -281,6 +289,9 @@ class DeepSpeedConfig:
     lr_schedule: str = "constant"  # constant | cosine (after the warm-up)
     min_lr_ratio: float = 0.0  # cosine: the learning rate at the end, as a fraction of the peak
     decay_steps: int | None = None  # cosine: reaches min_lr_ratio here (default trainer.max_steps)
+    # one rank shards nothing: a fresh run there takes DeepSpeed's stage 0 (no flat partitions,
+    # no gradient all-reduce) whatever zero_stage says; a resume keeps its checkpoint's stage
+    unsharded_at_one_rank: bool = True
 
     def __post_init__(self) -> None:
         _check_choice("deepspeed.zero_stage", self.zero_stage, (0, 1, 2, 3))

@@ -58,6 +58,9 @@ def test_training_writes_the_run_directory(model, tmp_path):
     manifest = verify(tmp_path / "checkpoints" / "step_00000020", world_size=1, hashes=True)
     assert manifest["step"] == 20
     assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+    # one rank shards nothing: DeepSpeed's stage 0 whatever deepspeed=zero2 says
+    assert manifest["zero_stage"] == run["zero_stage"] == 0
+    assert not [name for name in manifest["files"] if "zero_pp_rank" in name]
 
 
 def test_losses_go_down_on_the_toy_bedrooms(tmp_path):
@@ -88,6 +91,7 @@ def test_tiny_gan_learns_to_tell_real_from_fake(tmp_path):
                 "model.variance=learned_range",
                 "model.timestep_sampler=loss_aware",
                 "model.diffusion_steps=10",
+                "model.schedule=cosine",  # linear's betas pass 1 below 21 steps
                 "model.sampler=ddpm",
                 "deepspeed.warmup_steps=15",  # the schedule's position is restored too
             ],
@@ -165,7 +169,10 @@ def test_ddpm_variants_train_and_sample(options, tmp_path):
 
 
 def test_zero3_run_keeps_an_ema_that_generate_uses(tmp_path):
-    train(smoke_config("gan", "deepspeed=zero3", "trainer.max_steps=10"), tmp_path)
+    zero3 = ["deepspeed=zero3", "deepspeed.unsharded_at_one_rank=false"]
+    train(smoke_config("gan", *zero3, "trainer.max_steps=10"), tmp_path)
+    manifest = verify(tmp_path / "checkpoints" / "step_00000010")
+    assert manifest["zero_stage"] == 3, "ZeRO-3 on one rank when asked for"
     ckpt = tmp_path / "checkpoints" / "step_00000010"
     state = torch.load(ckpt / rank_state_file(0), weights_only=True)
     ema = state["task"]["ema"]
@@ -175,7 +182,7 @@ def test_zero3_run_keeps_an_ema_that_generate_uses(tmp_path):
 
     from hpcgen.engine.generate import load_network
 
-    cfg = compose_train(["model=gan", "experiment=smoke", "deepspeed=zero3"])
+    cfg = compose_train(["model=gan", "experiment=smoke", *zero3])
     (tmp_path / ".hydra").mkdir()
     OmegaConf.save({k: v for k, v in cfg.items() if k != "hydra"}, tmp_path / ".hydra/config.yaml")
     _, net = load_network(ckpt, torch.device("cpu"))
@@ -226,3 +233,15 @@ def test_tensorboard_gets_scalars_and_sample_grids_once_per_step_across_a_resume
     assert [s.value for s in scalars] == pytest.approx([m["loss_g"] for m in logged])
     images = events.Images("samples")
     assert [i.step for i in images] == [6, 12] and images[0].width > 16
+
+
+def test_a_run_whose_loss_goes_nan_stops_with_one_line_instead_of_training_nan(tmp_path):
+    """lr 1e6: the weights blow up within a few steps; the run stops at the first logged NaN."""
+    done = run_train(["model=ddpm", "experiment=smoke", "model.lr=1e6", "trainer.log_every_steps=1",
+                      f"hydra.run.dir={tmp_path}"], tmp_path)  # fmt: skip
+    assert done.returncode == 1, done.stderr[-3000:]
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("hpcgen: error:")]
+    assert "the loss is not finite at step" in line and "deepspeed.grad_clip" in line
+    assert "Traceback" not in done.stderr
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["status"] == "failed" and "Diverged" in run["error"] and run["step"] < 20

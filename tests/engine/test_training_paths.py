@@ -72,8 +72,10 @@ def test_ddpm_gradient_accumulation_equals_the_larger_batch(tmp_path):
         accumulated,
     )
     a, b = weights(big, 4, "unet"), weights(accumulated, 4, "unet")
+    # float32 sums in another order, through Adam (whose update of a near-zero gradient is
+    # about lr x its sign): 4.0e-6 at most measured, against 8e-3 of update in 4 steps at lr 2e-3
     for name in a:
-        assert torch.allclose(a[name], b[name], rtol=1e-4, atol=1e-6), name
+        assert torch.allclose(a[name], b[name], rtol=1e-4, atol=1e-5), name
     assert [m["loss"] for m in metrics(big)] == pytest.approx(
         [m["loss"] for m in metrics(accumulated)], rel=1e-5
     )

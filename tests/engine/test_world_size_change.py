@@ -66,6 +66,33 @@ def test_a_two_rank_checkpoint_resumes_on_one_rank_through_the_universal_format(
     assert steps == list(range(1, 11)), "metrics.jsonl must have no gap and no repeat"
 
 
+def test_a_run_started_unsharded_on_one_rank_goes_on_unsharded_on_two(tmp_path):
+    """One rank takes stage 0; its checkpoint (whole copies in rank 0's file) loads on any
+    number of ranks as it is, and the two ranks then continue at stage 0, saying why."""
+    run = tmp_path / "run"
+    (done,) = train(1, run, "trainer.max_steps=4", "trainer.ckpt_every_steps=4")
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "one rank shards nothing: DeepSpeed stage 0 instead of deepspeed.zero_stage=2" in (
+        done.stdout
+    )
+    dones = train(2, run, "trainer.max_steps=8", "trainer.ckpt_every_steps=4")
+    for done in dones:
+        assert done.returncode == 0, done.stdout[-3000:]
+    assert (
+        "ZeRO stage 0 on 2 rank(s), the stage the checkpoint was written with" in (dones[0].stdout)
+        and "converting it" not in dones[0].stdout
+    )
+    final = json.loads((run / "checkpoints/step_00000008" / COMMIT_MANIFEST).read_text())
+    assert final["world_size"] == 2 and final["zero_stage"] == 0
+    optim = torch.load(run / "checkpoints/step_00000008" / model_states_file("unet"),
+                       weights_only=False)["optimizer"]["state"]  # fmt: skip
+    assert {int(s["step"]) for s in optim.values()} == {8}, "Adam's state went on from step 4"
+    record = json.loads((run / "run.json").read_text())
+    events = [(e["event"], e["step"], e["world_size"], e.get("from_world_size"))
+              for e in record["events"] if e["event"] in ("started", "resumed")]  # fmt: skip
+    assert events == [("started", 0, 1, None), ("resumed", 4, 2, 1)]
+
+
 class PlantedCode:
     """A pickle that runs code when loaded: it creates `marker` (a stand-in for anything)."""
 

@@ -21,7 +21,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     """The body of every Hydra job (in this process or on a SLURM node)."""
     from hpcgen.engine.checkpoint import NoSpaceError
     from hpcgen.engine.lease import LeaseLost
-    from hpcgen.engine.loop import train  # heavy imports only in the job
+    from hpcgen.engine.loop import Diverged, train  # heavy imports only in the job
     from hpcgen.engine.preemption import Preempted
 
     hydra_cfg = HydraConfig.get()
@@ -39,7 +39,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     except ConfigError as err:
         print(f"hpcgen: error: {job}: {err}", file=sys.stderr)
         sys.exit(2)
-    except (NoSpaceError, LeaseLost) as err:  # each says everything; a traceback would bury it
+    except (NoSpaceError, LeaseLost, Diverged) as err:  # each says all; a traceback buries it
         print(f"hpcgen: error: {job}: {err}", file=sys.stderr, flush=True)
         sys.exit(1)
     except Preempted:

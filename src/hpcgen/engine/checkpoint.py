@@ -66,6 +66,19 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def saved_zero_stage(ckpt_dir: Path, legacy: int) -> int | None:
+    """The ZeRO stage of the newest committed checkpoint in `ckpt_dir` (None: there is none);
+    `legacy` for one written before manifests named it (those ran deepspeed.zero_stage)."""
+    for ckpt in reversed(committed_checkpoints(ckpt_dir)):
+        try:
+            manifest = json.loads(commit_manifest(ckpt).read_text())
+        except (OSError, ValueError):
+            continue  # find_latest says what is wrong with it and falls back
+        stage = manifest.get("zero_stage", legacy)
+        return stage if isinstance(stage, int) else legacy
+    return None
+
+
 class CheckpointManager:
     """Save, commit, find and load checkpoints of one run directory."""
 
@@ -77,10 +90,12 @@ class CheckpointManager:
         keep_last: int,
         milestone_every: int = 0,
         estimated_bytes: int = 0,
+        zero_stage: int | None = None,
     ) -> None:
         self.dir = run_dir / "checkpoints"
         self.rank, self.world_size, self.keep_last = rank, world_size, keep_last
         self.milestone_every, self.estimated_bytes = milestone_every, estimated_bytes
+        self.zero_stage = zero_stage  # the engines' stage, in each manifest: a resume keeps it
         self._verified: Path | None = None  # hashed by find_latest: load() need not again
 
     def expected_bytes(self) -> tuple[int, str]:
@@ -183,7 +198,8 @@ class CheckpointManager:
 
     def _commit(self, tmp: Path, final: Path, step: int) -> None:
         """Rank 0: the manifest (written last), the rename, `latest`, then retention."""
-        write_manifest(tmp, step=step, world_size=self.world_size)
+        stage = {} if self.zero_stage is None else {"zero_stage": self.zero_stage}
+        write_manifest(tmp, step=step, world_size=self.world_size, **stage)
         if final.exists():  # a committed one of the same step: keep the new one
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -256,14 +272,15 @@ class CheckpointManager:
         why = None if self._verified == ckpt else self._verified_by_all(ckpt)
         if why is not None:
             raise CheckpointError(why)
-        saved_world = json.loads(commit_manifest(ckpt).read_text())[
-            "world_size"
-        ]  # verified by find
+        manifest = json.loads(commit_manifest(ckpt).read_text())  # verified by find
+        saved_world = manifest["world_size"]
         changed = saved_world != self.world_size
-        if changed:
+        # stage 0 keeps whole copies (rank 0's file): it loads at any world size as it is
+        convert = changed and manifest.get("zero_stage") != 0
+        if convert:
             universal = universal_checkpoint(ckpt, engines, saved_world, self.world_size, self.rank)
         for key, engine in engines.items():
-            if changed:  # read at load time only (DeepSpeed's checkpoint.load_universal)
+            if convert:  # read at load time only (DeepSpeed's checkpoint.load_universal)
                 engine._config.load_universal_checkpoint = True
                 try:
                     path, _ = engine.load_checkpoint(str(universal / key), tag="universal")

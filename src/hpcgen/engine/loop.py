@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -17,8 +18,8 @@ from hpcgen.config import ConfigError, TrainConfig
 from hpcgen.console import StepProgress
 from hpcgen.data.shards import ensure_shards, first_images
 from hpcgen.data.stream import ShardStream, real_images, to_unit_range
-from hpcgen.engine.checkpoint import CheckpointManager, NoSpaceError
-from hpcgen.engine.deepspeed_engine import check_precision
+from hpcgen.engine.checkpoint import CheckpointManager, NoSpaceError, saved_zero_stage
+from hpcgen.engine.deepspeed_engine import check_precision, resolve_zero_stage
 from hpcgen.engine.disk import estimated_bytes, is_no_space
 from hpcgen.engine.distributed import (
     RankLayout,
@@ -30,7 +31,7 @@ from hpcgen.engine.distributed import (
 from hpcgen.engine.interval_log import engine_stats, log_interval
 from hpcgen.engine.lease import LeaseLost, RunBusyError, RunLease, displaced
 from hpcgen.engine.preemption import DISPLACED, Preempted, PreemptionGuard
-from hpcgen.engine.run_dir import sample_grid_path
+from hpcgen.engine.run_dir import checkpoint_dir, sample_grid_path
 from hpcgen.engine.run_record import RunRecord, git_revision, slurm_job_id
 from hpcgen.engine.tasks import build_task
 from hpcgen.engine.tensorboard import TensorBoard
@@ -127,6 +128,10 @@ class TrainState:
             part.load_state_dict(state[name])
 
 
+class Diverged(RuntimeError):
+    """The logged losses are NaN or infinite; the message says where and what to change."""
+
+
 @dataclass
 class Job:
     """What one training job holds while it runs."""
@@ -194,6 +199,12 @@ def build(
         f"{device.type}), run dir {run_dir}"
     )
     root, manifest, stream = open_stream(cfg, layout)
+    saved_stage = saved_zero_stage(checkpoint_dir(run_dir), legacy=cfg.deepspeed.zero_stage)
+    cfg.deepspeed.zero_stage, why = resolve_zero_stage(
+        cfg.deepspeed, layout.world_size, saved_stage
+    )
+    if why:
+        print0(f"[hpcgen] {why}")
     # every rank builds the same networks, buffers included (DeepSpeed broadcasts parameters
     # only, and a checkpoint restores rank 0's buffers everywhere); the per-rank streams go on
     with torch.random.fork_rng(devices=[]):
@@ -208,6 +219,7 @@ def build(
         cfg.trainer.keep_last_ckpts,
         cfg.trainer.ckpt_milestone_every_steps,
         estimated_bytes(task.parameters, layout.world_size),
+        zero_stage=cfg.deepspeed.zero_stage,
     )
     ckpts.warn_if_low_space()
     global_batch = cfg.trainer.batch_per_gpu * cfg.deepspeed.grad_accum_steps * layout.world_size
@@ -269,6 +281,7 @@ def record_start(
         model=cfg.model.name,
         preset=cfg.model.preset,
         world_size=world_size,
+        zero_stage=cfg.deepspeed.zero_stage,
         parameters=job.task.parameters,
         step=job.state.step,
         max_steps=cfg.trainer.max_steps,
@@ -326,6 +339,7 @@ def train_loop(job: Job, last: dict[str, float]) -> dict[str, float]:
                         job.record, step, trainer.max_steps, state.images_seen, rate, last,
                         job.stream.skipped, engine_stats(job.task.engines), job.tb,
                     )  # fmt: skip
+                    check_finite(job, step, last)  # the same means on every rank
                 if step % trainer.sample_every_steps == 0 or done:
                     save_samples(job.task, cfg, job.run_dir, step, job.layout.is_main, job.tb)
                 if step % trainer.ckpt_every_steps == 0 or done or decision:
@@ -360,6 +374,26 @@ def save_checkpoint(job: Job) -> tuple[Path, float]:
             "SLURM's signal and its kill: raise hydra.launcher.signal_delay_s"
         )
     return path, save_s
+
+
+def check_finite(job: Job, step: int, losses: dict[str, float]) -> None:
+    """Stop a run whose logged losses are NaN or infinite: every later step would only train
+    NaN weights (the optimizer applies NaN gradients) and its checkpoints would keep them."""
+    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+    if not bad:
+        return
+    committed = job.ckpts.committed()
+    where = (
+        f"the last committed checkpoint is {committed[-1].name} (it may hold the divergence "
+        f"already if it is after step {step - job.cfg.trainer.log_every_steps})"
+        if committed
+        else "no checkpoint was committed"
+    )
+    raise Diverged(
+        f"the loss is not finite at step {step} ({', '.join(f'{k}={v}' for k, v in bad.items())})"
+        f": {where}. Lower the learning rate, set deepspeed.grad_clip (e.g. 1.0), or check the "
+        "data and the schedule, then resume or start again"
+    )
 
 
 def record_failure(job: Job, caught: BaseException) -> BaseException:
