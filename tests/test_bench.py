@@ -47,8 +47,21 @@ SUITES = {
     ),
     "zero": (["zero.preset=tiny", "zero.resolution=16", "zero.stages=[3]"], ["zero3"]),
     "peer": (
-        ["peer.preset=tiny", "peer.resolution=16", "peer.batch=4", "peer.repeats=1"],
-        ["hpcgen_plain_vs_diffusers", "hpcgen_zero2_vs_diffusers", "parameter_ratio"],
+        [
+            "peer.preset=tiny",
+            "peer.resolution=16",
+            "peer.batch=4",
+            "peer.repeats=1",
+            "peer.matmul_size=256",
+        ],
+        [
+            "hpcgen_plain_vs_diffusers",
+            "hpcgen_zero2_vs_diffusers",
+            "hpcgen_stage0_vs_diffusers",
+            "parameter_ratio",
+            "utilisation",
+            "flops_per_step",
+        ],
     ),
     "gpu": (  # on the CPU: tiny cases in fp32, the same code path as on a GPU
         [

@@ -12,6 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from hpcgen.benchmarks.common import device, measure_in_turns
+from hpcgen.benchmarks.utilisation import count_flops, peak_rates
 from hpcgen.config import DeepSpeedConfig
 from hpcgen.diffusion.gaussian import Diffusion, training_losses
 from hpcgen.engine.deepspeed_engine import make_engine
@@ -58,7 +59,9 @@ def matched_peer(preset: str, resolution: int, target: int) -> tuple[torch.nn.Mo
     return net, width
 
 
-def run(workdir: Path, preset: str, resolution: int, batch: int, repeats: int) -> dict:
+def run(
+    workdir: Path, preset: str, resolution: int, batch: int, repeats: int, matmul_size: int = 2048
+) -> dict:
     try:
         from diffusers import DDPMScheduler
     except ImportError as err:
@@ -87,14 +90,16 @@ def run(workdir: Path, preset: str, resolution: int, batch: int, repeats: int) -
         opt_ours.step()
         opt_ours.zero_grad(set_to_none=True)
 
-    engine = make_engine(
-        copy.deepcopy(ours), 1e-4, (0.9, 0.999), 0.0, DeepSpeedConfig(zero_stage=2), batch, 1
-    )
+    def deepspeed_step(stage: int):
+        cfg = DeepSpeedConfig(zero_stage=stage)
+        engine = make_engine(copy.deepcopy(ours), 1e-4, (0.9, 0.999), 0.0, cfg, batch, 1)
 
-    def our_deepspeed_step() -> None:  # what launch/train.py runs (ZeRO-2)
-        terms = training_losses(diffusion, engine, x0, t, noise, "eps", "fixed_small", "simple")
-        engine.backward(terms["loss"].mean())
-        engine.step()
+        def step() -> None:
+            terms = training_losses(diffusion, engine, x0, t, noise, "eps", "fixed_small", "simple")
+            engine.backward(terms["loss"].mean())
+            engine.step()
+
+        return step
 
     theirs = theirs.to(dev)
     opt_theirs = torch.optim.AdamW(theirs.parameters(), lr=1e-4)
@@ -108,11 +113,28 @@ def run(workdir: Path, preset: str, resolution: int, batch: int, repeats: int) -
     steps = {
         "diffusers": their_step,
         "hpcgen_plain": our_step,
-        "hpcgen_deepspeed_zero2": our_deepspeed_step,
+        # what launch/train.py runs on one rank (stage 0), and ZeRO-2 (its default on more)
+        "hpcgen_deepspeed_stage0": deepspeed_step(0),
+        "hpcgen_deepspeed_zero2": deepspeed_step(2),
     }
+    flops = {"hpcgen": count_flops(our_step), "diffusers": count_flops(their_step)}
     timings = measure_in_turns(steps, repeats, warmup=2)
     images_per_s = {k: batch / v["median"] for k, v in timings.items()}
+    peak = peak_rates(dev, matmul_size, repeats=5)
+    rate = peak["matmul"]["flops_per_s"]
+    utilisation = {
+        "hpcgen_plain": flops["hpcgen"] / timings["hpcgen_plain"]["median"] / rate,
+        "hpcgen_deepspeed_stage0": flops["hpcgen"]
+        / timings["hpcgen_deepspeed_stage0"]["median"]
+        / rate,
+        "diffusers": flops["diffusers"] / timings["diffusers"]["median"] / rate,
+    }
     return {
+        "peak": peak,
+        "flops_per_step": flops,
+        "utilisation": utilisation,
+        "hpcgen_stage0_vs_diffusers": images_per_s["hpcgen_deepspeed_stage0"]
+        / images_per_s["diffusers"],
         "config": {"preset": preset, "resolution": resolution, "batch": batch},
         "parameters": {"hpcgen": n_ours, "diffusers": n_theirs, "diffusers_width": width},
         "parameter_ratio": n_theirs / n_ours,
