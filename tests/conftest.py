@@ -55,3 +55,23 @@ def run_train(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.Comp
         text=True,
         timeout=timeout,
     )
+
+
+def start_train_ranks(
+    world: int,
+    args: list[str],
+    env: dict[str, str] | None = None,
+    wrap: dict[int, list[str]] | None = None,
+) -> list[subprocess.Popen]:
+    """launch/train.py as `world` ranks on the loopback, as torchrun starts them (stdout
+    dropped, stderr piped); `wrap[r]`: a command that rank r runs under (e.g. `unshare -m`)."""
+    from hpcgen.engine.distributed import free_port, loopback_rank_env
+
+    port, procs = free_port(), []
+    for rank in range(world):
+        cmd = [*(wrap or {}).get(rank, []), sys.executable, str(REPO / "launch" / "train.py")]
+        rank_env = {**loopback_rank_env(rank, world, port), "OMP_NUM_THREADS": "1", **(env or {})}
+        out = subprocess.DEVNULL
+        procs.append(subprocess.Popen([*cmd, *args], env=rank_env, cwd=REPO, text=True,
+                                      stdout=out, stderr=subprocess.PIPE))  # fmt: skip
+    return procs

@@ -3,6 +3,7 @@ run.json says failed, and the run resumes once there is room."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -15,10 +16,13 @@ from hpcgen.engine.disk import parse_quota
 from hpcgen.engine.loop import train
 from hpcgen.engine.run_record import last_metrics, read_metrics, read_run
 from hpcgen.status import sweep_status
-from tests.conftest import REPO
+from tests.conftest import REPO, start_train_ranks
 from tests.engine.test_train_cpu import smoke_config
 
-ARGS = ["experiment=smoke", "trainer.max_steps=20", "trainer.ckpt_every_steps=5"]
+# the tmpfs sizes below are those of ZeRO-2's files (3.8 MB a checkpoint; one rank's stage 0
+# writes 2.9 MB), so these runs keep ZeRO-2 on one rank
+ARGS = ["experiment=smoke", "trainer.max_steps=20", "trainer.ckpt_every_steps=5",
+        "deepspeed.unsharded_at_one_rank=false"]  # fmt: skip
 
 
 @pytest.fixture
@@ -116,6 +120,58 @@ def test_a_disk_that_fills_up_between_saves_is_one_error_and_the_run_resumes(tmp
     assert sweep_status(run)["jobs"][0]["state"] in ("FAILED", "DIED")  # not RUNNING
     assert train(smoke_config("ddpm", *ARGS), run)["step"] == 20
     assert [r["step"] for r in read_metrics(run)][-1] == 20
+
+
+@pytest.mark.slow
+def test_a_full_disk_on_one_rank_ends_every_rank_with_the_disk_full_line(tmp_path):
+    """Rank 1's checkpoint files land on a full filesystem and rank 0's do not (rank 1 runs in
+    its own mount namespace with a 64 KiB tmpfs over the run's checkpoints/, as a node whose
+    mount is full or a full Lustre OST looks): rank 0 must not wait in the collective save."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a mount namespace here (unshare -m needs root)")
+    mount = 'mount -t tmpfs -o size=64k tmpfs "$0" && exec "$@"'
+    wrap = [
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        mount,
+        str(run / "checkpoints"),
+    ]
+    args = ["experiment=smoke", "trainer.global_batch=8", "trainer.max_steps=20",
+            "trainer.ckpt_every_steps=5", f"hydra.run.dir={run}"]  # fmt: skip
+    ranks = start_train_ranks(2, args, env={"HPCGEN_PEER_TIMEOUT_S": "60"}, wrap={1: wrap})
+    ended: dict[int, float] = {}
+    try:
+        deadline = time.monotonic() + 400
+        while len(ended) < 2 and time.monotonic() < deadline:
+            ended.update({r: time.monotonic() for r, p in enumerate(ranks)
+                          if r not in ended and p.poll() is not None})  # fmt: skip
+            time.sleep(0.05)
+    finally:
+        for p in ranks:
+            p.kill()
+            p.wait()
+    errs = [p.stderr.read() for p in ranks]
+    assert len(ended) == 2, f"still waiting: {set(range(2)) - set(ended)}; {errs[0][-2000:]}"
+    lines = []
+    for rank, p in enumerate(ranks):
+        assert p.returncode == 1 and "Traceback" not in errs[rank], errs[rank][-3000:]
+        (line,) = [x for x in errs[rank].splitlines() if "hpcgen: error" in x]
+        assert f"no space to save checkpoint step_00000005 in {run / 'checkpoints'}" in line
+        lines.append(line)
+    assert f"rank 1 on node {os.uname().nodename} (pid {ranks[1].pid}): no space" in lines[0]
+    assert "no checkpoint was committed yet, so a resume starts from step 0" in lines[0]
+    apart_s = abs(ended[0] - ended[1])
+    assert apart_s < 10, apart_s  # not when SLURM's time limit comes
+    record = read_run(run)
+    assert record["status"] == "failed" and record["error"].startswith("NoSpaceError: rank 1")
+    assert not list((run / "checkpoints").glob(".tmp-*"))  # rank 0's part removed
+    print(f"rank 0 ended {ended[0] - ended[1]:+.2f}s after rank 1: {lines[0]}")
 
 
 def test_quota_output_of_lfs_and_quota_gives_the_bytes_left():

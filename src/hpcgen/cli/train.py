@@ -22,6 +22,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     from hpcgen.engine.checkpoint import NoSpaceError
     from hpcgen.engine.lease import LeaseLost
     from hpcgen.engine.loop import Diverged, train  # heavy imports only in the job
+    from hpcgen.engine.peer_watch import EXIT_CODE, PeerLost
     from hpcgen.engine.preemption import Preempted
 
     hydra_cfg = HydraConfig.get()
@@ -39,9 +40,9 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     except ConfigError as err:
         print(f"hpcgen: error: {job}: {err}", file=sys.stderr)
         sys.exit(2)
-    except (NoSpaceError, LeaseLost, Diverged) as err:  # each says all; a traceback buries it
-        print(f"hpcgen: error: {job}: {err}", file=sys.stderr, flush=True)
-        sys.exit(1)
+    except (NoSpaceError, LeaseLost, PeerLost, Diverged) as err:  # each says everything: a
+        print(f"hpcgen: error: {job}: {err}", file=sys.stderr, flush=True)  # traceback buries it
+        sys.exit(EXIT_CODE if isinstance(err, PeerLost) else 1)
     except Preempted:
         raise
     except Exception as err:

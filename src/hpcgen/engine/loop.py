@@ -30,6 +30,7 @@ from hpcgen.engine.distributed import (
 )
 from hpcgen.engine.interval_log import engine_stats, log_interval
 from hpcgen.engine.lease import LeaseLost, RunBusyError, RunLease, displaced
+from hpcgen.engine.peer_watch import lost_peer, post_failure
 from hpcgen.engine.preemption import DISPLACED, Preempted, PreemptionGuard
 from hpcgen.engine.run_dir import checkpoint_dir, sample_grid_path
 from hpcgen.engine.run_record import RunRecord, git_revision, slurm_job_id
@@ -397,14 +398,23 @@ def check_finite(job: Job, step: int, losses: dict[str, float]) -> None:
 
 
 def record_failure(job: Job, caught: BaseException) -> BaseException:
-    """run.json says failed with the error; a full disk becomes one NoSpaceError line."""
-    err = caught
-    if is_no_space(caught) and not isinstance(caught, NoSpaceError):  # a log line, run.json
-        where = getattr(caught, "filename", None) or f"into {job.run_dir}"
-        err = NoSpaceError(f"no space left writing {where} ({caught}): {job.ckpts.resume_note()}")
+    """run.json says failed with the error; a full disk becomes one NoSpaceError line; a
+    collective broken by a peer's end names that peer (and its error); this rank's own error
+    goes to the peers (peer_watch), which may be waiting on this rank in a collective."""
+    err = lost = lost_peer(caught)
+    if lost is not None and (lost.peer_error or "").startswith(f"{NoSpaceError.__name__}: "):
+        err = NoSpaceError(f"{lost.where}: {lost.peer_error.split(': ', 1)[1]}")  # one line
+    elif lost is None:
+        err = caught
+        if is_no_space(caught) and not isinstance(caught, NoSpaceError):  # a line, run.json
+            where = getattr(caught, "filename", None) or f"into {job.run_dir}"
+            resume = job.ckpts.resume_note()
+            err = NoSpaceError(f"no space left writing {where} ({caught}): {resume}")
+        post_failure(err)
     try:
-        job.record.update(status="failed", error=f"{type(err).__name__}: {err}", ended=time.time())
-        job.record.add_event("failed", step=job.state.step, error=job.record.data["error"])
+        error = f"{type(err).__name__}: {err}"  # off rank 0 the record is not kept: no data
+        job.record.update(status="failed", error=error, ended=time.time())
+        job.record.add_event("failed", step=job.state.step, error=error)
     except OSError as write_err:  # e.g. the disk is still full: the error itself matters
         print0(f"WARNING: could not record the failure in {job.run_dir / 'run.json'}: {write_err}")
     return err
