@@ -320,6 +320,34 @@ class LoggerConfig:
     tensorboard: bool = False  # scalars and sample grids under <run>/tensorboard
 
 
+@dataclass
+class EvalDuringTrainingConfig:
+    """Evaluation while the run trains (engine/eval_queue.py): each milestone checkpoint, and
+    the run's last one, is evaluated as its own job when it commits; training never waits."""
+
+    during_training: bool = False
+    partition: str | None = None  # SLURM: where the evaluation jobs run (null: the default)
+    gpus: int = 0  # SLURM: GPUs per evaluation job
+    cpus_per_task: int = 4
+    mem_gb: int | None = None
+    time_min: int = 240
+    sbatch_args: list[str] = field(default_factory=list)  # e.g. [--account=x, --qos=y]
+    settings: dict[str, Any] | None = None  # eval.* of configs/evaluate.yaml (null: its own)
+
+    def __post_init__(self) -> None:
+        _check_positive("eval.gpus", self.gpus, allow_zero=True)
+        _check_positive("eval.cpus_per_task", self.cpus_per_task)
+        _check_positive("eval.time_min", self.time_min)
+        if self.mem_gb is not None:
+            _check_positive("eval.mem_gb", self.mem_gb)
+        self.settings = {} if self.settings is None else self.settings
+        if not isinstance(self.settings, dict):
+            raise ConfigError(
+                f"eval.settings={self.settings!r} must be a mapping of configs/evaluate.yaml's "
+                "eval fields, e.g. 'eval.settings={num_samples:10000,extractor:inception}'"
+            )
+
+
 MODEL_SCHEMAS: dict[str, type] = {"ddpm": DDPMConfig, "gan": GANConfig}
 # top-level keys of a composed train config that are not the job's: Hydra's, and train.yaml's
 # for launch/train.py itself (dry_run, gpu_bench: cli/dry_run.py)
@@ -335,9 +363,11 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    eval: EvalDuringTrainingConfig = field(default_factory=EvalDuringTrainingConfig)
     seed: int = 0
 
     def __post_init__(self) -> None:
+        self._check_eval_during_training()
         ds = self.deepspeed
         if ds.decay_steps is None:
             ds.decay_steps = max(self.trainer.max_steps, ds.warmup_steps + 1)
@@ -353,6 +383,24 @@ class TrainConfig:
                 f"model.unrolled_steps={m.unrolled_steps} with deepspeed=zero3: the look-ahead "
                 "runs D on a functional copy of its full weights, which ZeRO-3 partitions over "
                 "the ranks; use deepspeed=zero2 (or zero1), or model.unrolled_steps=0"
+            )
+
+    def _check_eval_during_training(self) -> None:
+        """Milestones are what it evaluates: they must exist and fall on saved steps."""
+        every, saved = self.trainer.ckpt_milestone_every_steps, self.trainer.ckpt_every_steps
+        if not self.eval.during_training:
+            return
+        if every == 0:
+            raise ConfigError(
+                "eval.during_training=true evaluates milestone checkpoints, but "
+                "trainer.ckpt_milestone_every_steps=0 makes none: set it, e.g. "
+                f"trainer.ckpt_milestone_every_steps={10 * saved}"
+            )
+        if every % saved:
+            raise ConfigError(
+                f"eval.during_training=true evaluates the milestones of trainer."
+                f"ckpt_milestone_every_steps={every}, but checkpoints are saved every "
+                f"trainer.ckpt_every_steps={saved}: use a multiple of {saved}"
             )
 
     @classmethod
@@ -371,12 +419,13 @@ class TrainConfig:
             "trainer": build_section(TrainerConfig, tree.get("trainer", {}), "trainer"),
             "deepspeed": build_section(DeepSpeedConfig, tree.get("deepspeed", {}), "deepspeed"),
             "logger": build_section(LoggerConfig, tree.get("logger", {}), "logger"),
+            "eval": build_section(EvalDuringTrainingConfig, tree.get("eval", {}), "eval"),
         }
         extra = set(tree) - set(fields) - {"seed"}
         if extra:
             raise ConfigError(
                 f"unknown top-level config key(s) {', '.join(sorted(extra))}: known keys are "
-                "model, data, trainer, deepspeed, logger, seed"
+                "model, data, trainer, deepspeed, logger, eval, seed"
             )
         return cls(**fields, seed=_coerce(int, tree.get("seed", 0), "seed"))
 

@@ -44,14 +44,22 @@ def _wall(seconds: float | None) -> str:
 
 
 def fid_curve(evaluation: dict[str, Any], points: int = 4) -> str:
-    """'412 > 201 > 98 (+1 to do)': the newest FIDs in step order, and the committed
-    checkpoints still without a result."""
-    curve, todo = evaluation["fid_curve"], evaluation["unevaluated"]
+    """'412 > 201 > 98 (2 pending: 1234 1235; +1 to do)': the newest FIDs in step order, the
+    evaluations submitted during training that are still live (SLURM job ids, or 'queued' for
+    the end of a local run), and the other committed checkpoints still without a result."""
+    curve, live = evaluation["fid_curve"], [p for p in evaluation.get("pending", []) if p["live"]]
+    todo = evaluation["unevaluated"] - len(live)
+    notes = []
+    if live:
+        notes.append(f"{len(live)} pending: " + " ".join(p["job_id"] or "queued" for p in live))
+    if todo:
+        notes.append(f"+{todo} to do")
+    note = f" ({'; '.join(notes)})" if notes else ""
     if not curve:
-        return f"(+{todo} to do)" if todo else "-"
+        return note.strip() or "-"
     shown = " > ".join(f"{fid:.3g}" for _, fid in curve[-points:])
     more = "... " if len(curve) > points else ""
-    return more + shown + (f" (+{todo} to do)" if todo else "")
+    return more + shown + note
 
 
 def precision_recall_cell(evaluation: dict[str, Any]) -> str:

@@ -251,6 +251,20 @@ def protocol_table(results: list[dict]) -> str:
     return "<h3>Evaluation protocol</h3>" + _table(["step", "protocol", "kimg"], rows)
 
 
+def pending_note(pending: list[dict]) -> str:
+    """The evaluations submitted during training that have no result yet (the curve's next
+    points), with their SLURM jobs."""
+    if not pending:
+        return ""
+    items = [
+        f"step {p['step']}: "
+        + (f"SLURM job {p['job_id']}, {p['state']}" if p["job_id"] else "queued for the run's end")
+        + (f" (attempt {p['attempts']})" if p["attempts"] > 1 else "")
+        for p in pending
+    ]
+    return f"<p>{len(pending)} evaluation(s) pending: {_e('; '.join(items))}</p>"
+
+
 def job_section(row: dict[str, Any]) -> str:
     run_dir = Path(row["run_dir"])
     run = read_run(run_dir) or {}
@@ -264,6 +278,7 @@ def job_section(row: dict[str, Any]) -> str:
         if tail:
             parts.append(f"<pre>{escape(chr(10).join(tail))}</pre>")
     parts.append('<div class="row">' + "".join(_charts(run_dir, row["model"], results)) + "</div>")
+    parts.append(pending_note(row["evaluation"]["pending"]))
     images = _images(run_dir)
     parts.append(
         '<div class="row">' + "".join(images) + "</div>" if images else "<p>No images yet.</p>"

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from hpcgen import slurm
+from hpcgen.engine.eval_queue import pending
 from hpcgen.engine.metric_groups import LOSSES, keys_of, metric_group
 from hpcgen.engine.run_dir import (
     checkpoint_dir,
@@ -25,6 +26,8 @@ from hpcgen.engine.run_dir import (
     step_of,
 )
 from hpcgen.engine.run_record import last_metrics, read_run
+
+RUNNING = ("RUNNING", "running")
 
 
 def run_dirs(path: Path) -> list[Path]:
@@ -47,13 +50,22 @@ def _results(run_dir: Path) -> list[dict[str, Any]]:
     return sorted(results, key=lambda r: r["step"])
 
 
-def evaluation_summary(run_dir: Path, results: list[dict[str, Any]]) -> dict[str, Any]:
+def evaluation_summary(
+    run_dir: Path, results: list[dict[str, Any]], running: bool = False
+) -> dict[str, Any]:
     """The FID curve so far (one point per result), the newest result's precision/recall and
-    protocol, and how many committed checkpoints have no result yet."""
+    protocol, how many committed checkpoints have no result yet, and the evaluations submitted
+    during training that are still pending (live: a SLURM job queued or running, or queued for
+    the end of a local run that still trains)."""
     last = results[-1] if results else {}
+    waiting = [
+        p | {"live": p["state"] in slurm.ACTIVE_STATES or (p["state"] == "QUEUED" and running)}
+        for p in pending(run_dir)
+    ]
     return {
         "evaluated": len(results),
         "unevaluated": _unevaluated(run_dir),
+        "pending": waiting,
         "fid_curve": [[r["step"], r["fid"]] for r in results],
         "last": {k: last.get(k) for k in ("step", "fid", "precision", "recall", "protocol")}
         if last
@@ -107,7 +119,9 @@ def job_row(run_dir: Path) -> dict[str, Any]:
         "latest_checkpoint": latest_name(checkpoint_dir(run_dir)),
         "preemptions": run.get("preemptions", 0),
         "best_fid": {"fid": best["fid"], "step": best["step"]} if best else None,
-        "evaluation": evaluation_summary(run_dir, results),
+        "evaluation": evaluation_summary(
+            run_dir, results, running=(slurm_state or run.get("status")) in RUNNING
+        ),
         "skipped_samples": run.get("skipped_samples", metrics.get("skipped_samples", 0)),
         "wall_s": ((end or time.time()) - run["started"]) if run.get("started") else None,
         "log": _log_file(run_dir.parent, job_id),
@@ -155,7 +169,10 @@ def sweep_status(path: Path) -> dict[str, Any]:
         command = _rerun_command(path) if single else resume_command(path)
         if command:
             next_steps.append(f"resume the unfinished job(s): {command}")
-    unevaluated = sum(r["evaluation"]["unevaluated"] for r in rows)
+    unevaluated = sum(
+        r["evaluation"]["unevaluated"] - sum(p["live"] for p in r["evaluation"]["pending"])
+        for r in rows
+    )
     if unevaluated:
         command = f"python launch/evaluate.py run={shlex.quote(str(path))}"
         next_steps.append(f"evaluate {unevaluated} checkpoint(s) without a result: {command}")

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hpcgen import slurm
 from hpcgen.cli.compose import compose_jobs, to_prepare_config, to_train_config
-from hpcgen.config import ConfigError
+from hpcgen.config import ConfigError, build_section
 from hpcgen.data.shards import (
     SHARD_MANIFEST,
     check_matches,
@@ -39,6 +39,8 @@ def check_train_job(cfg: DictConfig) -> None:
     train_cfg = to_train_config(cfg)
     world_size = world_size_of(cfg.hydra.launcher)
     train_cfg.trainer.resolve_batch(world_size, train_cfg.deepspeed.grad_accum_steps)
+    if train_cfg.eval.during_training:
+        check_eval_settings(train_cfg.eval.settings)
     data = train_cfg.data
     root = data_root(data)
     if data.name == "lsun_bedroom" and not (root / SHARD_MANIFEST).is_file():
@@ -70,6 +72,13 @@ def check_train_job(cfg: DictConfig) -> None:
                 f"data.num_samples={data.num_samples} cannot feed {world_size} rank(s) x "
                 f"{max(data.num_workers, 1)} reader(s): generate more (data.num_samples)"
             )
+
+
+def check_eval_settings(settings: dict) -> None:
+    """eval.settings are launch/evaluate.py's eval fields: refused here, not in the eval job."""
+    from hpcgen.eval.evaluate import EvalConfig  # torch: only when evaluation is on
+
+    build_section(EvalConfig, settings, "eval.settings")
 
 
 def check_prepare_job(cfg: DictConfig) -> None:

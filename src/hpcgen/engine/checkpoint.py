@@ -27,6 +27,7 @@ from hpcgen.engine.run_dir import (
     checkpoint_path,
     commit_manifest,
     committed_checkpoints,
+    evaluation_pending,
     is_committed,
     latest_file,
     latest_name,
@@ -207,11 +208,12 @@ class CheckpointManager:
         self.prune(keep_name=final.name)
 
     def prune(self, keep_name: str) -> None:
-        """Keep the last K, every milestone, and the one `latest` names; delete the rest."""
+        """Keep the last K, every milestone, the one `latest` names and every one whose
+        evaluation is pending (submitted while training, no result yet); delete the rest."""
         for old in self.committed()[: -self.keep_last]:
             step = step_of(old)
             milestone = self.milestone_every and step % self.milestone_every == 0
-            if not milestone and old.name != keep_name:
+            if not milestone and old.name != keep_name and not evaluation_pending(old):
                 shutil.rmtree(old)
         for converted in universal_paths(self.dir):  # its source is gone
             if not source_of_universal(converted).is_dir():

@@ -28,6 +28,7 @@ from hpcgen.engine.distributed import (
     mean_over_ranks,
     print0,
 )
+from hpcgen.engine.eval_queue import EvalQueue
 from hpcgen.engine.interval_log import engine_stats, log_interval
 from hpcgen.engine.lease import LeaseLost, RunBusyError, RunLease, displaced
 from hpcgen.engine.peer_watch import lost_peer, post_failure
@@ -150,6 +151,7 @@ class Job:
     signal_delay_s: float | None
     tb: TensorBoard | None = None
     lease: RunLease | None = None  # rank 0's
+    evals: EvalQueue | None = None  # eval.during_training's submitter (rank 0's does the work)
 
 
 def _train(
@@ -163,6 +165,7 @@ def _train(
 ) -> dict[str, Any]:
     job = build(cfg, run_dir, layout, device, signal_delay_s)
     job.lease = lease
+    job.evals = EvalQueue(run_dir, cfg, layout.is_main)
     latest, from_world_size = restore(job)
     job.record.truncate_metrics(after_step=job.state.step)  # rows logged after it would repeat
     job.tb = TensorBoard(run_dir, cfg.logger.tensorboard and layout.is_main, job.state.step)
@@ -180,7 +183,10 @@ def _train(
     finally:
         job.stream.close()
         job.tb.close()
-    return record_completion(job, last)
+        job.evals.close()  # submissions in flight, never the evaluations themselves
+    completed = record_completion(job, last)
+    job.evals.run_queued()  # without SLURM: the queued evaluations, now that training is over
+    return completed
 
 
 def build(
@@ -368,6 +374,8 @@ def save_checkpoint(job: Job) -> tuple[Path, float]:
     path = job.ckpts.save(job.state.step, job.task.engines, job.state.state_dict())
     save_s = time.perf_counter() - save_start
     job.record.update(last_checkpoint=str(path), last_save_s=save_s)
+    if job.evals is not None:
+        job.evals.committed(path)  # its evaluation, as its own job: the loop never waits
     delay = job.signal_delay_s
     if delay and save_s > delay / 2:
         print0(

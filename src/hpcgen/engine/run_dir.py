@@ -14,6 +14,9 @@
                                      own COMMITTED manifest, verified before it is loaded)
   eval/step_N.json                   one evaluation result (with _samples.png, _interp.png)
   eval/manifest.json                 the checkpoints an evaluation array works through
+  eval/submitted/step_N.json         an evaluation submitted while training: a one-entry
+                                     manifest, its SLURM job ids and times (engine/eval_queue.py)
+  eval/submitted/step_N-<job>.out    that job's log
 
 N is the step in 8 digits. Nothing here imports torch: status and report read runs cheaply.
 """
@@ -148,3 +151,28 @@ def eval_figures(run_dir: Path, kind: str) -> list[Path]:
 def result_paths(run_dir: Path) -> list[Path]:
     """eval/step_N.json files, by step."""
     return sorted(eval_dir(run_dir).glob("step_*.json"), key=step_of)
+
+
+def eval_entry(ckpt: Path) -> dict:
+    """One manifest entry: the checkpoint checkpoints/step_N, its run and its result's path."""
+    return {
+        "run_dir": str(ckpt.parent.parent),
+        "ckpt": str(ckpt),
+        "step": step_of(ckpt),
+        "result": str(result_path(ckpt)),
+    }
+
+
+def submission_path(ckpt: Path) -> Path:
+    """eval/submitted/step_N.json: the evaluation of checkpoints/step_N submitted in training."""
+    return eval_dir(ckpt.parent.parent) / "submitted" / f"{ckpt.name}.json"
+
+
+def submission_paths(run_dir: Path) -> list[Path]:
+    """eval/submitted/step_N.json files, by step."""
+    return sorted((eval_dir(run_dir) / "submitted").glob("step_*.json"), key=step_of)
+
+
+def evaluation_pending(ckpt: Path) -> bool:
+    """Submitted during training and without a result yet: retention keeps the checkpoint."""
+    return submission_path(ckpt).is_file() and not result_path(ckpt).is_file()

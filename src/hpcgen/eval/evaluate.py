@@ -25,6 +25,7 @@ from hpcgen.engine.generate import load_network_described, run_config
 from hpcgen.engine.run_dir import (
     checkpoint_dir,
     committed_checkpoints,
+    eval_entry,
     eval_figure_path,
     eval_manifest_path,
     result_path,
@@ -133,14 +134,7 @@ def build_manifest(target: Path, select: str, force: bool = False) -> tuple[Path
     for run_dir in find_runs(target):
         for ckpt in select_checkpoints(run_dir, select):
             if force or not result_path(ckpt).is_file():
-                entries.append(
-                    {
-                        "run_dir": str(run_dir),
-                        "ckpt": str(ckpt),
-                        "step": step_of(ckpt),
-                        "result": str(result_path(ckpt)),
-                    }
-                )
+                entries.append(eval_entry(ckpt))
     path = eval_manifest_path(target)
     write_json_atomic(path, {"target": str(target), "select": select, "entries": entries})
     return path, entries
