@@ -42,6 +42,7 @@ SUITES = {
             "~engine.utilisation.ddpm_lsun64",
             "engine.utilisation.gan_report=['model=gan','model.preset=tiny',"
             "'data.resolution=16','trainer.batch_per_gpu=4','model.pl_weight=2']",
+            "engine.compile=[ddpm_small]",
         ],
         ["ddpm_zero1_vs_plain", "ddpm_zero2_vs_plain", "gan_zero2_vs_plain", "utilisation"],
     ),
@@ -123,6 +124,8 @@ def test_suite_writes_its_json(suite, tmp_path):
         for case in data["utilisation"].values():
             assert case["flops_per_step"] > 0 and 0 < case["utilisation"] < 1.5
             assert case["achieved_flops_per_s"] == pytest.approx(case["utilisation"] * peak)
+        compiled = data["compiled"]["ddpm_small"]
+        assert compiled["compile_first_step_s"] > 0 and compiled["vs_eager"] > 0
         kinds = data["utilisation"]["gan_report"]["per_kind"]  # R1 and PL steps cost more
         assert kinds["r1_pl"]["flops"] > kinds["pl"]["flops"] > kinds["plain"]["flops"]
     if suite == "quality":  # untrained point, one point after the budget, the floor beside it

@@ -99,6 +99,10 @@ def test_sweep_expands_to_cartesian_product():
         ({"model": {"name": "gan", "ada_target": 1.5}}, "null for a fixed model.augment_p"),
         ({"model": {"name": "gan", "reduced_precision": "fp8"}}, "auto, none, bf16, fp16"),
         ({"model": {"name": "ddpm", "diffusion_steps": 10}}, "betas up to 2.00 (0.02 x 1000/T)"),
+        (
+            {"model": {"name": "gan", "unrolled_steps": 2}, "trainer": {"compile": True}},
+            "trainer.compile=true with model.unrolled_steps=2",
+        ),
         ({"model": {"name": "ddpm"}, "deepspeed": {"lr_schedule": "step"}}, "constant, cosine"),
         ({"model": {"name": "ddpm"}, "deepspeed": {"min_lr_ratio": 2.0}}, "in [0, 1]"),
         (

@@ -248,6 +248,10 @@ class TrainerConfig:
     preempt_check_every_steps: int = 1  # how often ranks agree on a scheduler signal
     allow_fresh_start_on_corrupt: bool = False  # no valid checkpoint: error, or start over
     lease_heartbeat_s: float = 30.0  # run-dir lease renewal; a holder elsewhere is dead after 4
+    # torch.compile the networks (inductor) for training and sampling; the first steps compile
+    # (minutes for a large U-Net), then run faster. Penalties that differentiate twice (R1,
+    # WGAN-GP, path length) run their forward uncompiled
+    compile: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_per_gpu", "log_every_steps", "ckpt_every_steps"):
@@ -383,6 +387,12 @@ class TrainConfig:
                 f"model.unrolled_steps={m.unrolled_steps} with deepspeed=zero3: the look-ahead "
                 "runs D on a functional copy of its full weights, which ZeRO-3 partitions over "
                 "the ranks; use deepspeed=zero2 (or zero1), or model.unrolled_steps=0"
+            )
+        if isinstance(m, GANConfig) and m.unrolled_steps > 0 and self.trainer.compile:
+            raise ConfigError(
+                f"trainer.compile=true with model.unrolled_steps={m.unrolled_steps}: the "
+                "look-ahead differentiates through D's own update (a second backward), which "
+                "compiled graphs do not support; use trainer.compile=false, or unrolled_steps=0"
             )
 
     def _check_eval_during_training(self) -> None:

@@ -4,6 +4,9 @@ training's sample grids, launch/generate.py and evaluation all call these.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -53,6 +56,19 @@ def build_networks(cfg: TrainConfig, cuda: bool) -> dict[str, nn.Module]:
         return {"unet": build_unet(m.preset, output_channels(m.variance), cfg.data.resolution)}
     generator, discriminator = gan_networks(m, cfg.data.resolution, cuda)
     return {"generator": generator, "discriminator": discriminator}
+
+
+def compile_networks(*networks: nn.Module) -> None:
+    """torch.compile each network in place (nn.Module.compile: its state_dict keys, and so its
+    checkpoints, stay those of the plain module)."""
+    for net in networks:
+        net.compile()
+
+
+def eager(net: nn.Module) -> Callable[..., Any]:
+    """The network's uncompiled forward: for penalties that differentiate twice (R1, WGAN-GP,
+    path length), which compiled graphs do not support. The plain module when not compiled."""
+    return net.forward if getattr(net, "_compiled_call_impl", None) is not None else net
 
 
 def build_sampling_network(cfg: TrainConfig, cuda: bool) -> tuple[str, nn.Module]:

@@ -97,14 +97,25 @@ def test_tiny_gan_learns_to_tell_real_from_fake(tmp_path):
             ],
         ),
         ("gan", []),
+        ("ddpm", ["trainer.compile=true"]),
+        # R1 (steps 0, 16) and path length (every 4th) differentiate twice: eager forwards
+        ("gan", ["trainer.compile=true", "model.pl_weight=2"]),
     ],
-    ids=["ddpm", "ddpm-hybrid-loss-aware", "gan"],
+    ids=["ddpm", "ddpm-hybrid-loss-aware", "gan", "ddpm-compiled", "gan-compiled-r1-pl"],
 )
 def test_resumed_run_matches_uninterrupted_run(model, extra, tmp_path):
+    from torch._dynamo.utils import counters
+
     straight, split = tmp_path / "straight", tmp_path / "split"
+    counters.clear()
     train(smoke_config(model, *extra), straight)
     train(smoke_config(model, "trainer.max_steps=10", *extra), split)
     train(smoke_config(model, *extra), split)  # resumes from step 10
+    if "trainer.compile=true" in extra:  # dynamo compiled graphs, and the run said how long
+        assert counters["stats"]["unique_graphs"] >= 2, dict(counters["stats"])
+        assert json.loads((split / "run.json").read_text())["compile_first_step_s"] > 0
+    else:
+        assert not counters["stats"]["unique_graphs"]
     for engine in {"ddpm": ["unet"], "gan": ["generator", "discriminator"]}[model]:
         a, b = weights(straight, 20, engine), weights(split, 20, engine)
         for name in a:

@@ -9,6 +9,7 @@ matmul rate measured in the same run (benchmarks/utilisation.py)."""
 from __future__ import annotations
 
 import copy
+import time
 from pathlib import Path
 
 import torch
@@ -103,6 +104,7 @@ def run(
     utilisation: dict[str, list[str]] | None = None,
     utilisation_repeats: int = 3,
     matmul_size: int = 2048,
+    compile: list[str] | None = None,
 ) -> dict:
     init_distributed(detect_layout())
     dev = device()
@@ -142,6 +144,15 @@ def run(
             name: measure_utilisation(overrides, peak["matmul"]["flops_per_s"], utilisation_repeats)
             for name, overrides in utilisation.items()
         }
+    for name in compile or []:  # the same step with trainer.compile=true
+        if name not in (utilisation or {}):
+            raise SystemExit(f"hpcgen: error: engine.compile names {name}, not a case of "
+                             f"engine.utilisation ({', '.join(utilisation or {})})")  # fmt: skip
+        overrides = [*utilisation[name], "trainer.compile=true"]
+        row = measure_utilisation(overrides, result["peak"]["matmul"]["flops_per_s"],
+                                  utilisation_repeats)  # fmt: skip
+        row["vs_eager"] = row["images_per_s"] / result["utilisation"][name]["images_per_s"]
+        result.setdefault("compiled", {})[name] = row
     return result
 
 
@@ -152,8 +163,16 @@ def measure_utilisation(overrides: list[str], peak_flops_per_s: float, repeats: 
     cfg = to_train_config(composed)
     cfg.deepspeed.zero_stage, _ = resolve_zero_stage(cfg.deepspeed, 1, None)  # as train() does
     task = build_task(cfg, 0, 1)
+    compile_s = None
+    if cfg.trainer.compile:  # the first step compiles: timed apart from the measured ones
+        started = time.perf_counter()
+        task.train_step([torch.zeros(cfg.trainer.batch_per_gpu, 3, cfg.data.resolution,
+                                     cfg.data.resolution, dtype=torch.uint8)])  # fmt: skip
+        compile_s = time.perf_counter() - started
     row = step_utilisation(
         task, cfg.trainer.batch_per_gpu, cfg.data.resolution, peak_flops_per_s, repeats
     )
+    if compile_s is not None:
+        row["compile_first_step_s"] = compile_s
     parameters = sum(task.parameters.values())
     return {"overrides": overrides, "parameters": parameters, **row}

@@ -20,7 +20,7 @@ from hpcgen.gan.losses import d_loss, g_loss, gradient_penalty, path_length_pena
 from hpcgen.gan.unrolled import unrolled_logits
 from hpcgen.models import stylegan
 from hpcgen.models.summary import layer_summary
-from hpcgen.networks import build_networks, sample
+from hpcgen.networks import build_networks, compile_networks, eager, sample
 from hpcgen.seeds import image_seeds
 
 REPORTED_LAYERS = (
@@ -82,6 +82,8 @@ class GANTask:
         c_g = mcfg.pl_interval / (mcfg.pl_interval + 1) if mcfg.pl_weight > 0 else 1.0
         betas_g = (mcfg.betas[0] ** c_g, mcfg.betas[1] ** c_g)
         betas_d = (mcfg.betas[0] ** c_d, mcfg.betas[1] ** c_d)
+        if cfg.trainer.compile:  # G, D and sampling's G (the EMA); R1 and PL run eager(...)
+            compile_networks(generator, discriminator, self.ema.module)
         self.g = make_engine(generator, lr=mcfg.lr_g * c_g, betas=betas_g, **common)
         self.d = make_engine(discriminator, lr=mcfg.lr_d * c_d, betas=betas_d, **common)
         self.engines = {"generator": self.g, "discriminator": self.d}
@@ -126,12 +128,12 @@ class GANTask:
             loss = d_loss(m.loss, real_logits, fake_logits)
             add("loss_d", loss)
             if m.loss == "wgan_gp":
-                gp = gradient_penalty(self.d.module, real_aug, fake_aug, self.generator)
+                gp = gradient_penalty(eager(self.d.module), real_aug, fake_aug, self.generator)
                 loss = loss + m.gp_lambda * gp
                 add("gp", gp)
             if do_r1:  # Mescheder et al.: on the reals before augmentation, through it
                 real_r1 = real.detach().requires_grad_(True)
-                r1 = r1_penalty(self.d.module(self._aug(real_r1)), real_r1)
+                r1 = r1_penalty(eager(self.d.module)(self._aug(real_r1)), real_r1)
                 loss = loss + r1 * (m.r1_gamma / 2) * m.r1_interval
                 add("r1", r1)
             self.d.backward(loss)
@@ -162,7 +164,8 @@ class GANTask:
                 loss = g_loss(m.loss, logits)
                 add("loss_g", loss)
                 if do_pl:  # on half the batch, as StyleGAN2 does, with its own forward
-                    img, ws = self.g.module(self._latents(max(n // 2, 1)), return_ws=True)
+                    g_eager = eager(self.g.module)
+                    img, ws = g_eager(self._latents(max(n // 2, 1)), return_ws=True)
                     pl, self.pl_mean = path_length_penalty(
                         img, ws, self.pl_mean, m.pl_decay, self.generator
                     )

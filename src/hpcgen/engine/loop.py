@@ -319,12 +319,15 @@ def train_loop(job: Job, last: dict[str, float]) -> dict[str, float]:
     try:
         with PreemptionGuard(job.lease) as guard:
             busy_s, tick_step = 0.0, state.step  # img/s: data + training, not sampling/saving
+            first_step = state.step
             while state.step < trainer.max_steps:
                 # Train one step.
                 start = time.perf_counter()
                 batches = [job.stream.next_batch() for _ in range(cfg.deepspeed.grad_accum_steps)]
                 last = job.task.train_step(batches)
                 busy_s += time.perf_counter() - start
+                if trainer.compile and state.step == first_step:  # this process compiled here
+                    report_compile(job, time.perf_counter() - start)
                 state.step, state.images_seen = state.step + 1, state.images_seen + job.global_batch
                 step, done = state.step, state.step == trainer.max_steps
                 progress.update(step, last)
@@ -383,6 +386,16 @@ def save_checkpoint(job: Job) -> tuple[Path, float]:
             "SLURM's signal and its kill: raise hydra.launcher.signal_delay_s"
         )
     return path, save_s
+
+
+def report_compile(job: Job, seconds: float) -> None:
+    """trainer.compile: the first step of a process compiles the networks; say how long it took
+    (run.json: compile_first_step_s), apart from the steps that follow."""
+    print0(
+        f"[hpcgen] trainer.compile: the first step took {seconds:.1f} s (compiling the "
+        "networks); the img/s of the first logged interval includes it"
+    )
+    job.record.update(compile_first_step_s=round(seconds, 3))
 
 
 def check_finite(job: Job, step: int, losses: dict[str, float]) -> None:

@@ -16,7 +16,7 @@ from hpcgen.engine.deepspeed_engine import make_engine
 from hpcgen.engine.distributed import gather_from_ranks, noise_generator
 from hpcgen.engine.ema import EMA, ddpm_ema_beta
 from hpcgen.engine.gan_task import GANTask
-from hpcgen.networks import build_networks, sample
+from hpcgen.networks import build_networks, compile_networks, sample
 from hpcgen.seeds import image_seeds
 
 
@@ -38,6 +38,8 @@ class DDPMTask:
         unet = build_networks(cfg, torch.cuda.is_available())["unet"]
         self.parameters = {"unet": count_parameters(unet)}
         self.ema = EMA(unet)  # before DeepSpeed: full fp32 weights even under ZeRO-3
+        if cfg.trainer.compile:  # training's network and sampling's (the EMA)
+            compile_networks(unet, self.ema.module)
         self.ema_updates = 0
         self.zero_stage = cfg.deepspeed.zero_stage
         self.engine = make_engine(
