@@ -95,3 +95,23 @@ def test_corrupt_samples_are_skipped_and_counted(tmp_path, shards):
     stream = ShardStream([str(bad)], batch_size=10, shuffle_buffer=0)
     assert stream.next_batch().shape[0] == 10
     assert stream.skipped == 2
+
+
+def test_each_epoch_flips_its_own_half_of_the_images():
+    """Independent coins per epoch: between two epochs about half the keys change orientation
+    (with a CRC, all or none of them did)."""
+    import zlib
+
+    from hpcgen.data.stream import flipped
+
+    keys = [f"{i:08d}" for i in range(2000)]
+    for epoch in (1, 2, 3):
+        same = sum(flipped(0, 0, k) == flipped(0, epoch, k) for k in keys) / len(keys)
+        assert 0.45 < same < 0.55, (epoch, same)
+
+        def crc_bit(e: int, k: str) -> int:
+            return zlib.crc32(f"0-{e}-{k}".encode()) & 1
+
+        crc = sum(crc_bit(0, k) == crc_bit(epoch, k) for k in keys) / len(keys)
+        assert crc in (0.0, 1.0)  # the old coin: the whole epoch agrees or toggles
+    assert 0.45 < sum(flipped(0, 0, k) for k in keys) / len(keys) < 0.55

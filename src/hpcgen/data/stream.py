@@ -15,10 +15,10 @@ to be read next is mapped onto DataLoader worker 0, so the batch order continues
 
 from __future__ import annotations
 
+import hashlib
 import random
 import signal
 import warnings
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,7 +148,7 @@ class _Reader:
         except Exception:  # bad bytes or no image: counted, never fatal
             self.skipped += 1
             return None
-        if self.hflip and zlib.crc32(f"{self.seed}-{epoch}-{sample['__key__']}".encode()) & 1:
+        if self.hflip and flipped(self.seed, epoch, sample["__key__"]):
             image = image.flip(2)
         return image
 
@@ -197,6 +197,13 @@ def _ignore_preemption_signal(_: int) -> None:
     # a worker killed by SIGTERM would break the DataLoader before the preemption save
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def flipped(seed: int, epoch: int, key: str) -> bool:
+    """Whether this sample is mirrored in this epoch: a coin per (seed, epoch, key), the same on
+    every rank and resume. A hash, not a CRC: CRC is affine, so between two epochs every key's
+    bit would agree, or every key's toggle, and the images' relative flips never changed."""
+    return bool(hashlib.blake2b(f"{seed}-{epoch}-{key}".encode(), digest_size=1).digest()[0] & 1)
 
 
 def to_unit_range(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
