@@ -43,6 +43,9 @@ SUITES = {
             "engine.utilisation.gan_report=['model=gan','model.preset=tiny',"
             "'data.resolution=16','trainer.batch_per_gpu=4','model.pl_weight=2']",
             "engine.compile=[ddpm_small]",
+            "engine.levers.preset=tiny",
+            "engine.levers.resolution=16",
+            "engine.levers.repeats=1",
         ],
         ["ddpm_zero1_vs_plain", "ddpm_zero2_vs_plain", "gan_zero2_vs_plain", "utilisation"],
     ),
@@ -124,6 +127,8 @@ def test_suite_writes_its_json(suite, tmp_path):
         for case in data["utilisation"].values():
             assert case["flops_per_step"] > 0 and 0 < case["utilisation"] < 1.5
             assert case["achieved_flops_per_s"] == pytest.approx(case["utilisation"] * peak)
+        levers = data["levers"]["vs_baseline"]
+        assert levers["baseline"] == 1.0 and set(levers) >= {"channels_last", "attention_math"}
         compiled = data["compiled"]["ddpm_small"]
         assert compiled["compile_first_step_s"] > 0 and compiled["vs_eager"] > 0
         kinds = data["utilisation"]["gan_report"]["per_kind"]  # R1 and PL steps cost more
@@ -176,3 +181,30 @@ def test_compared_steps_are_timed_in_turns_after_their_warm_ups():
     assert calls == list("ab" * 5), "warm-ups a b a b, then the measured calls a b a b a b"
     assert [len(out[k]["seconds"]) for k in "ab"] == [3, 3]
     assert all(out[k]["min"] <= out[k]["median"] <= out[k]["max"] for k in "ab")
+
+
+@pytest.mark.slurm
+def test_eval_overlap_suite_trains_with_evaluation_off_and_on_on_slurm(slurm_cluster, tmp_path):
+    overrides = ("['model=gan','experiment=smoke','trainer.max_steps=40',"
+                 "'trainer.log_every_steps=5','trainer.ckpt_every_steps=20',"
+                 "'trainer.ckpt_milestone_every_steps=20',"
+                 "'eval.cpus_per_task=1','eval.settings={extractor:tiny-test,num_samples:16,"
+                 "ref_samples:32,kid_subsets:2,kid_subset_size:16}']")  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(REPO / "launch" / "bench.py"), "suite=eval_overlap",
+         f"eval_overlap.overrides={overrides}", "eval_overlap.repeats=1",
+         f"workdir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    data = json.loads((tmp_path / "run" / "bench" / "eval_overlap.json").read_text())
+    assert data["images_per_s_on"] > 0 and data["images_per_s_off"] > 0 and data["on_vs_off"] > 0
+    on = tmp_path / "eval_overlap"
+    (sweep_on,) = [p for p in on.iterdir() if "-on-" in p.name]
+    assert sorted(p.name for p in (sweep_on / "0" / "eval").glob("step_*.json")) == [
+        "step_00000020.json",
+        "step_00000040.json",
+    ], "both milestones were evaluated while (or right after) training ran"
+    assert data["runs"]["on"][0]["pending_after_s"] == 0
+    (sweep_off,) = [p for p in on.iterdir() if "-off-" in p.name]
+    assert not list((sweep_off / "0" / "eval").glob("step_*.json"))

@@ -16,6 +16,7 @@ import torch
 from torch.nn import functional as F
 
 from hpcgen.benchmarks.common import device, measure_in_turns
+from hpcgen.benchmarks.levers import measure_levers
 from hpcgen.benchmarks.utilisation import peak_rates, step_utilisation
 from hpcgen.cli.compose import compose_jobs, to_train_config
 from hpcgen.config import DeepSpeedConfig
@@ -105,6 +106,7 @@ def run(
     utilisation_repeats: int = 3,
     matmul_size: int = 2048,
     compile: list[str] | None = None,
+    levers: dict | None = None,
 ) -> dict:
     init_distributed(detect_layout())
     dev = device()
@@ -144,6 +146,8 @@ def run(
             name: measure_utilisation(overrides, peak["matmul"]["flops_per_s"], utilisation_repeats)
             for name, overrides in utilisation.items()
         }
+    if levers:  # one change at a time to a plain U-Net step (benchmarks/levers.py)
+        result["levers"] = measure_levers(dev=dev, **levers)
     for name in compile or []:  # the same step with trainer.compile=true
         if name not in (utilisation or {}):
             raise SystemExit(f"hpcgen: error: engine.compile names {name}, not a case of "

@@ -25,6 +25,7 @@ SUITES = {
     "evaluation": "hpcgen.benchmarks.evaluation",
     "gpu": "hpcgen.benchmarks.gpu",
     "quality": "hpcgen.benchmarks.quality",
+    "eval_overlap": "hpcgen.benchmarks.eval_overlap",
 }
 
 
