@@ -122,13 +122,9 @@ def run(
     images_per_s = {k: batch / v["median"] for k, v in timings.items()}
     peak = peak_rates(dev, matmul_size, repeats=5)
     rate = peak["matmul"]["flops_per_s"]
-    utilisation = {
-        "hpcgen_plain": flops["hpcgen"] / timings["hpcgen_plain"]["median"] / rate,
-        "hpcgen_deepspeed_stage0": flops["hpcgen"]
-        / timings["hpcgen_deepspeed_stage0"]["median"]
-        / rate,
-        "diffusers": flops["diffusers"] / timings["diffusers"]["median"] / rate,
-    }
+    network = {"hpcgen_plain": "hpcgen", "hpcgen_deepspeed_stage0": "hpcgen",
+               "diffusers": "diffusers"}  # fmt: skip
+    utilisation = {k: flops[net] / timings[k]["median"] / rate for k, net in network.items()}
     return {
         "peak": peak,
         "flops_per_step": flops,

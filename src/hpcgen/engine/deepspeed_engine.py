@@ -101,10 +101,10 @@ def make_engine(
     )
     if cfg.zero_stage == 0:
         optimizer.register_step_pre_hook(partial(_norm_and_clip, max_norm=cfg.grad_clip))
-    if world_size == 1 and cfg.zero_stage == 0:
         # one rank: the all-reduce has nothing to average, but DeepSpeed would still flatten
         # every gradient into buckets, reduce them and copy them back each step
-        engine.enable_backward_allreduce = False
+        if world_size == 1:
+            engine.enable_backward_allreduce = False
     return engine
 
 
