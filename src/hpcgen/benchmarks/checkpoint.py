@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from hpcgen import CHECKOUT
 from hpcgen.benchmarks.common import measure, summary
 from hpcgen.config import DeepSpeedConfig
 from hpcgen.engine.checkpoint import CheckpointManager
@@ -39,7 +40,7 @@ def signal_to_exit(workdir: Path, spec: str, attempt: int, after_steps: int = 5)
     """Train in a subprocess, send SIGUSR2 once it logged `after_steps`, time its exit."""
     model, preset = spec.split(":")
     run_dir = workdir / "signal-bench" / f"{spec.replace(':', '-')}-{attempt}"
-    train = Path(__file__).resolve().parents[3] / "launch" / "train.py"
+    train = CHECKOUT / "launch" / "train.py"
     args = [f"model={model}", f"model.preset={preset}", f"data.resolution={RESOLUTION[preset]}",
             "trainer.max_steps=100000", "trainer.batch_per_gpu=8", "trainer.log_every_steps=1",
             "trainer.ckpt_every_steps=100000", "trainer.sample_every_steps=100000",

@@ -13,19 +13,18 @@ import sys
 import time
 from pathlib import Path
 
+from hpcgen import CHECKOUT
 from hpcgen.engine.run_dir import eval_dir, submission_paths
 from hpcgen.engine.run_record import read_metrics
 from hpcgen.slurm import reachable
 
-REPO = Path(__file__).resolve().parents[3]
-
 
 def _train(sweep: Path, overrides: list[str], on: bool) -> dict:
-    args = [sys.executable, str(REPO / "launch" / "train.py"), "-m", "hydra/launcher=slurm",
+    args = [sys.executable, str(CHECKOUT / "launch" / "train.py"), "-m", "hydra/launcher=slurm",
             *overrides, f"eval.during_training={str(on).lower()}",
             f"hydra.sweep.dir={sweep}"]  # fmt: skip
     started = time.monotonic()
-    done = subprocess.run(args, capture_output=True, text=True, cwd=REPO)
+    done = subprocess.run(args, capture_output=True, text=True, cwd=CHECKOUT)
     if done.returncode != 0:
         raise SystemExit(
             f"hpcgen: error: suite=eval_overlap: the training sweep in {sweep} failed:\n"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import sys
-from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
@@ -19,9 +18,10 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from hpcgen import CHECKOUT
 from hpcgen.config import ConfigError, DataConfig, TrainConfig, build_section
 
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
+CONFIG_DIR = CHECKOUT / "configs"
 
 
 def resolve_plain(cfg: DictConfig) -> dict[str, Any]:

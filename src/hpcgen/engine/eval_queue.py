@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hpcgen import slurm
+from hpcgen import CHECKOUT, slurm
 from hpcgen.config import TrainConfig
 from hpcgen.engine.manifest import write_atomic
 from hpcgen.engine.run_dir import (
@@ -45,8 +45,7 @@ from hpcgen.engine.run_dir import (
     submission_paths,
 )
 
-REPO = Path(__file__).resolve().parents[3]  # the checkout is the install (cli/compose.py)
-EVAL_SCRIPT = REPO / "slurm" / "eval_array.sbatch"
+EVAL_SCRIPT = CHECKOUT / "slurm" / "eval_array.sbatch"
 # the training job's own variables would describe its allocation to the evaluation's sbatch
 NOT_INHERITED = ("SLURM_", "SBATCH_", "SUBMITIT_", "RANK", "LOCAL_RANK", "WORLD_SIZE",
                  "MASTER_ADDR", "MASTER_PORT")  # fmt: skip
@@ -158,8 +157,10 @@ class EvalQueue:
         argv += [f"--mem={e.mem_gb}G"] if e.mem_gb else []
         argv += [*e.sbatch_args, str(EVAL_SCRIPT), str(path), *self.overrides(ckpt)]
         env = {k: v for k, v in os.environ.items() if not k.startswith(NOT_INHERITED)}
-        env |= {"HPCGEN_REPO": str(REPO), "HPCGEN_PYTHON": sys.executable}
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
+        env |= {"HPCGEN_REPO": str(CHECKOUT), "HPCGEN_PYTHON": sys.executable}
+        out = subprocess.run(
+            argv, capture_output=True, text=True, timeout=120, env=env, cwd=CHECKOUT
+        )
         if out.returncode != 0:
             why = (out.stderr.strip().splitlines() or ["no output"])[-1]
             raise RuntimeError(f"sbatch exited {out.returncode}: {why}")
@@ -192,14 +193,14 @@ class EvalQueue:
             self._queue(ckpt)
             argv = [
                 sys.executable,
-                str(REPO / "launch" / "evaluate.py"),
+                str(CHECKOUT / "launch" / "evaluate.py"),
                 f"run={self.run_dir}",
                 f"manifest={submission_path(ckpt)}",
                 "task=0",
                 *self.overrides(ckpt),
             ]
             print(f"[hpcgen] evaluating {ckpt.name} (queued during training)", flush=True)
-            done = subprocess.run(argv, cwd=REPO)
+            done = subprocess.run(argv, cwd=CHECKOUT)
             if done.returncode != 0:
                 print(f"WARNING: the evaluation of {ckpt.name} exited {done.returncode} (its "
                       "output is above); it stays queued: resume the run, or python "

@@ -9,15 +9,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hpcgen import CHECKOUT
+
 METRICS = "metrics.jsonl"
 
 
 def git_revision() -> str | None:
     """The checkout's commit (with -dirty when it has uncommitted changes), if there is one."""
-    repo = Path(__file__).resolve().parents[3]
     try:
         out = subprocess.run(
-            ["git", "-C", str(repo), "describe", "--always", "--dirty"],
+            ["git", "-C", str(CHECKOUT), "describe", "--always", "--dirty"],
             capture_output=True,
             text=True,
             timeout=10,
