@@ -52,7 +52,6 @@ def two_nodes(slurm_cluster):
 def on_two_nodes(two_nodes, monkeypatch):
     """sbatch, squeue and the launcher of this test talk to the 2-node cluster."""
     monkeypatch.setenv("SLURM_CONF", two_nodes)
-    monkeypatch.setenv("HPCGEN_PEER_TIMEOUT_S", str(PEER_TIMEOUT_S))
     return two_nodes
 
 
@@ -171,7 +170,8 @@ def test_a_rank_lost_on_node2_ends_the_job_in_bounded_time_and_a_rerun_resumes(
     sweep, steps = tmp_path / "sweep", 300
     command = ["model=ddpm", "hydra.launcher.nodes=2", f"trainer.max_steps={steps}",
                "trainer.global_batch=16", "trainer.log_every_steps=1",
-               "trainer.ckpt_every_steps=25"]  # fmt: skip
+               "trainer.ckpt_every_steps=25",
+               f"trainer.peer_timeout_s={PEER_TIMEOUT_S}"]  # fmt: skip
     log = tmp_path / "launcher.log"
     args = [sys.executable, str(REPO / "launch" / "train.py"), "-m", "hydra/launcher=slurm",
             "experiment=smoke", f"hydra.sweep.dir={sweep}", *command]  # fmt: skip

@@ -248,6 +248,9 @@ class TrainerConfig:
     preempt_check_every_steps: int = 1  # how often ranks agree on a scheduler signal
     allow_fresh_start_on_corrupt: bool = False  # no valid checkpoint: error, or start over
     lease_heartbeat_s: float = 30.0  # run-dir lease renewal; a holder elsewhere is dead after 4
+    # a rank silent this long (SIGSTOP, a wedged host, a cut link) ends the job, named, instead
+    # of holding every node in torch's 30-minute collective timeout
+    peer_timeout_s: float = 300.0
     # torch.compile the networks (inductor) for training and sampling; the first steps compile
     # (minutes for a large U-Net), then run faster. Penalties that differentiate twice (R1,
     # WGAN-GP, path length) run their forward uncompiled
@@ -263,6 +266,7 @@ class TrainerConfig:
         )
         _check_positive("trainer.preempt_check_every_steps", self.preempt_check_every_steps)
         _check_positive("trainer.lease_heartbeat_s", self.lease_heartbeat_s)
+        _check_positive("trainer.peer_timeout_s", self.peer_timeout_s)
         if self.global_batch is not None:
             _check_positive("trainer.global_batch", self.global_batch)
 

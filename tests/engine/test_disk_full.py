@@ -143,8 +143,9 @@ def test_a_full_disk_on_one_rank_ends_every_rank_with_the_disk_full_line(tmp_pat
         str(run / "checkpoints"),
     ]
     args = ["experiment=smoke", "trainer.global_batch=8", "trainer.max_steps=20",
-            "trainer.ckpt_every_steps=5", f"hydra.run.dir={run}"]  # fmt: skip
-    ranks = start_train_ranks(2, args, env={"HPCGEN_PEER_TIMEOUT_S": "60"}, wrap={1: wrap})
+            "trainer.ckpt_every_steps=5", "trainer.peer_timeout_s=60",
+            f"hydra.run.dir={run}"]  # fmt: skip
+    ranks = start_train_ranks(2, args, wrap={1: wrap})
     ended: dict[int, float] = {}
     try:
         deadline = time.monotonic() + 400

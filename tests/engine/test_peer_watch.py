@@ -1,4 +1,4 @@
-"""A stopped rank ends a multi-rank job within HPCGEN_PEER_TIMEOUT_S, naming rank and node;
+"""A stopped rank ends a multi-rank job within trainer.peer_timeout_s, naming rank and node;
 a killed one is named (rank, node, pid) by the peer whose collective it broke.
 
 Two ranks on the loopback (gloo), as torchrun starts them, all-reducing in a loop; one of them
@@ -17,10 +17,11 @@ import time
 
 import pytest
 
+from hpcgen.config import ConfigError, TrainerConfig
 from hpcgen.engine.distributed import free_port, loopback_rank_env
 from hpcgen.engine.lease import LEASE
 from hpcgen.engine.manifest import verify
-from hpcgen.engine.peer_watch import EXIT_CODE, peer_timeout_s
+from hpcgen.engine.peer_watch import EXIT_CODE
 from hpcgen.engine.run_record import last_metrics, read_run
 from tests.conftest import REPO, start_train_ranks
 
@@ -31,9 +32,8 @@ TIMEOUT_S = 3
 def _start(mode: str) -> list[subprocess.Popen]:
     port, procs = free_port(), []
     for rank in range(2):
-        env = {**loopback_rank_env(rank, 2, port), "HPCGEN_PEER_TIMEOUT_S": str(TIMEOUT_S),
-               "OMP_NUM_THREADS": "1"}  # fmt: skip
-        cmd = [sys.executable, "-m", "tests.engine.peer_watch_worker", mode]
+        env = {**loopback_rank_env(rank, 2, port), "OMP_NUM_THREADS": "1"}
+        cmd = [sys.executable, "-m", "tests.engine.peer_watch_worker", mode, str(TIMEOUT_S)]
         procs.append(subprocess.Popen(cmd, env=env, cwd=REPO, text=True,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE))  # fmt: skip
     for p in procs:  # both inside the training loop
@@ -91,9 +91,10 @@ def test_a_rank_killed_while_training_ends_the_job_in_one_line_naming_it(tmp_pat
         "trainer.max_steps=100000",
         "trainer.log_every_steps=1",
         "trainer.ckpt_every_steps=5",
+        "trainer.peer_timeout_s=30",
         f"hydra.run.dir={run}",
     ]
-    ranks = start_train_ranks(2, args, env={"HPCGEN_PEER_TIMEOUT_S": "30"})  # fmt: skip
+    ranks = start_train_ranks(2, args)
     try:
         deadline = time.monotonic() + 300
         while last_metrics(run).get("step", 0) < 7:  # past a committed checkpoint
@@ -129,7 +130,6 @@ def test_a_rank_that_ends_cleanly_is_not_taken_for_a_hung_one():
         assert p.returncode == 0, err[-2000:]  # a false alarm exits with EXIT_CODE
 
 
-def test_a_bad_peer_timeout_is_named(monkeypatch):
-    monkeypatch.setenv("HPCGEN_PEER_TIMEOUT_S", "soon")
-    with pytest.raises(ValueError, match="HPCGEN_PEER_TIMEOUT_S='soon'"):
-        peer_timeout_s()
+def test_a_bad_peer_timeout_is_named():
+    with pytest.raises(ConfigError, match=r"trainer.peer_timeout_s=0 is not valid: it must be > 0"):
+        TrainerConfig(peer_timeout_s=0)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from hpcgen.engine.peer_watch import PeerWatch, peer_timeout_s
+from hpcgen.engine.peer_watch import DEFAULT_TIMEOUT_S, PeerWatch
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ def detect_layout() -> RankLayout:
     return RankLayout(0, 0, 1, "127.0.0.1", free_port(), "single")
 
 
-def init_distributed(layout: RankLayout) -> torch.device:
+def init_distributed(layout: RankLayout, peer_timeout_s: float = DEFAULT_TIMEOUT_S) -> torch.device:
     """Initialise torch.distributed (NCCL on GPUs, gloo on CPU) and DeepSpeed's comm, once.
 
     A process that runs several jobs in a row (Hydra's local launcher) keeps its process group:
@@ -198,7 +198,6 @@ def init_distributed(layout: RankLayout) -> torch.device:
         # explicit init_method/rank/world size: no MASTER_* or RANK left in os.environ for
         # child processes to mistake for a torchrun layout; DeepSpeed reads LOCAL_RANK only
         os.environ.setdefault("LOCAL_RANK", str(layout.local_rank))
-        timeout_s = peer_timeout_s()  # a bad value fails before the rendezvous
         check_port_free(layout)
         choose_socket_interface(layout, cuda)
         deepspeed.init_distributed(
@@ -212,7 +211,7 @@ def init_distributed(layout: RankLayout) -> torch.device:
         atexit.register(dist.destroy_process_group)  # once per process, not per job
         if layout.world_size > 1:  # registered after: atexit runs it first
             watch = PeerWatch(layout.rank, layout.world_size, layout.master_addr,
-                              layout.master_port, timeout_s)  # fmt: skip
+                              layout.master_port, peer_timeout_s)  # fmt: skip
             atexit.register(watch.close)
     elif dist.get_world_size() != layout.world_size:
         raise RuntimeError(

@@ -90,7 +90,7 @@ def train(
     checkpoint that takes longer than half of it draws a warning.
     """
     layout: RankLayout = detect_layout()
-    device = init_distributed(layout)
+    device = init_distributed(layout, cfg.trainer.peer_timeout_s)
     lease = hold_run_dir(run_dir, layout, cfg.trainer.lease_heartbeat_s)  # before any write
     try:
         return _train(cfg, run_dir, layout, device, overrides, signal_delay_s, lease)

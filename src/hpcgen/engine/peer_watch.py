@@ -5,9 +5,10 @@ A collective waits on a hung peer (SIGSTOP, a wedged host, a cut link) for torch
 *exits*. So each rank beats a counter in the rendezvous store every few seconds from a thread
 (torch releases the GIL in compute and collectives, so a busy rank still beats), rank 0 watches
 every other rank's counter and the others watch rank 0's. A counter that has not moved for
-`timeout_s` (read by this process's clock: hosts' clocks need not agree) is reported and the
-watcher exits; srun (SLURM_KILL_BAD_EXIT=1) then ends the job, and the next run of the same
-command resumes from the last committed checkpoint. O(world size) store reads per beat.
+`timeout_s` (trainer.peer_timeout_s, read by this process's clock: hosts' clocks need not
+agree) is reported and the watcher exits; srun (SLURM_KILL_BAD_EXIT=1) then ends the job,
+and the next run of the same command resumes from the last committed checkpoint. O(world
+size) store reads per beat.
 
 A rank that *dies* (SIGKILL, the OOM killer, an error of its own) breaks its peers' collectives
 at once, with gloo's "Connection reset by peer", which names nobody. `lost_peer(err)` then asks
@@ -30,8 +31,7 @@ import torch.distributed as dist
 
 from hpcgen.engine.lease import process_start_time
 
-TIMEOUT_ENV = "HPCGEN_PEER_TIMEOUT_S"
-DEFAULT_TIMEOUT_S = 300.0
+DEFAULT_TIMEOUT_S = 300.0  # trainer.peer_timeout_s's default
 EXIT_CODE = 75  # what a watcher exits with when a peer stopped answering
 SETTLE_BEATS = 3  # a live peer's counter moves within this many beats, however busy the host
 _BROKEN_LINK = re.compile(r"connection (reset|closed|refused)|broken pipe|by peer|socket", re.I)
@@ -46,19 +46,6 @@ class PeerLost(RuntimeError):
     def __init__(self, message: str, peer: int, where: str, peer_error: str | None = None):
         super().__init__(message)
         self.peer, self.where, self.peer_error = peer, where, peer_error
-
-
-def peer_timeout_s() -> float:
-    """Seconds without a heartbeat before a peer counts as gone ($HPCGEN_PEER_TIMEOUT_S)."""
-    raw = os.environ.get(TIMEOUT_ENV, "")
-    try:
-        value = float(raw) if raw else DEFAULT_TIMEOUT_S
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise ValueError(f"{TIMEOUT_ENV}={raw!r}: give the seconds a silent peer is waited for "
-                         f"(a positive number; default {DEFAULT_TIMEOUT_S:.0f})")  # fmt: skip
-    return value
 
 
 def node_name() -> str:
@@ -124,8 +111,8 @@ class PeerWatch:
         host = self.addr if peer == 0 else self.store.get(f"host/{peer}").decode()
         print(
             f"[hpcgen] error: rank {peer} on node {host} stopped answering: {why} (limit "
-            f"{self.timeout_s:.0f} s, {TIMEOUT_ENV}). It is stopped, hung or cut off; rank "
-            f"{self.rank} on {node_name()} ends the job now. Run the same command again to "
+            f"{self.timeout_s:.0f} s, trainer.peer_timeout_s). It is stopped, hung or cut off; "
+            f"rank {self.rank} on {node_name()} ends the job now. Run the same command again to "
             "resume from the last committed checkpoint",
             file=sys.stderr,
             flush=True,
