@@ -98,6 +98,9 @@ class DDPMConfig:
     ema_decay: float = 0.9999  # EMA of the weights (warm-up (1 + n) / (10 + n)), for samples
     timestep_sampler: str = "uniform"  # uniform | loss_aware (Improved DDPM's, for L_vlb)
     decoder_cdf: str = "tanh"  # L_0's normal CDF: tanh (improved-diffusion's, published) | exact
+    # recompute each U-Net block's activations in the backward pass instead of keeping them:
+    # less memory for large presets (lsun256), more time per step
+    activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         from hpcgen.diffusion.gaussian import DECODER_CDFS, parse_sampler
