@@ -1,4 +1,7 @@
-"""Rich tables for people; plain, control-character-free text when the output is a log file."""
+"""Rich tables for people; plain, control-character-free text when the output is a log file.
+
+The status side (launch/status.py, the sweep callbacks): console -> status -> engine, never back;
+a training job's own terminal output (progress bar, layer tables) is engine/terminal.py."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hpcgen.engine.run_dir import sample_grids
+from hpcgen.engine.terminal import wide_console
 from hpcgen.status import log_tail, sweep_status
 
 STATE_STYLE = {
@@ -113,12 +117,6 @@ def status_table(status: dict[str, Any], title: str) -> Table:
     return table
 
 
-def wide_console() -> Console:
-    """A terminal's own width; in a log file wide lines rather than an 80-column squeeze."""
-    console = Console()
-    return console if console.is_terminal else Console(width=200)
-
-
 def print_status(status: dict[str, Any], title: str, console: Console | None = None) -> None:
     """The table, the newest sample grid of each job, failures' errors, and what to do next."""
     console = console or wide_console()
@@ -147,61 +145,3 @@ def print_summary(path: Path, title: str) -> dict[str, Any]:
     status = sweep_status(path)
     print_status(status, title)
     return status
-
-
-def print_layer_table(title: str, rows: list, console: Console | None = None) -> None:
-    """A network's per-layer table (models/summary.py rows) with a total line."""
-    table = Table(title=title, title_justify="left")
-    for name, justify in (
-        ("layer", "left"),
-        ("parameters", "right"),
-        ("buffers", "right"),
-        ("output shape", "left"),
-        ("dtype", "left"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for r in rows:
-        table.add_row(r.name, f"{r.parameters:,}", f"{r.buffers:,}", r.output_shape, r.dtype)
-    table.add_section()
-    total_p, total_b = sum(r.parameters for r in rows), sum(r.buffers for r in rows)
-    table.add_row("total", f"{total_p:,}", f"{total_b:,}", "", "")
-    (console or wide_console()).print(table)
-
-
-class StepProgress:
-    """A rich progress bar for rank 0 in a terminal; in a log file (SLURM) nothing at all: the
-    loop's plain lines at the log interval carry the progress, without control characters."""
-
-    def __init__(self, total: int, done: int, enabled: bool) -> None:
-        import sys
-
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.progress = None
-        if enabled and sys.stdout.isatty():
-            self.progress = Progress(
-                TextColumn("[bold]train"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"),
-            )
-            self.progress.start()
-            self.task = self.progress.add_task("train", total=total, completed=done, info="")
-
-    def update(self, step: int, losses: dict[str, float]) -> None:
-        if self.progress is not None:
-            info = " ".join(f"{k} {v:.3f}" for k, v in list(losses.items())[:3])
-            self.progress.update(self.task, completed=step, info=info)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()

@@ -2,11 +2,13 @@
 randomness derives its own seed here, so two streams never share one by accident.
 
 The multipliers are primes larger than any count they separate (ranks, images, steps), so
-distinct (seed, rank, i) never map to the same integer in practice. engine/distributed.py's
-noise_generator seeds each rank's training noise with noise_seed's formula.
+distinct (seed, rank, i) never map to the same integer in practice. noise_generator seeds each
+rank's training noise with noise_seed's formula.
 """
 
 from __future__ import annotations
+
+import torch
 
 
 def image_seeds(seed: int, n: int) -> list[int]:
@@ -27,6 +29,11 @@ def rank_seed(seed: int, rank: int) -> int:
 def noise_seed(seed: int, rank: int) -> int:
     """One rank's training noise generator (DDPM's t and noise, the GAN's z)."""
     return seed * 100_003 + rank
+
+
+def noise_generator(device: torch.device, seed: int, rank: int) -> torch.Generator:
+    """One rank's training noise (noise_seed) on the engine's device; checkpointed."""
+    return torch.Generator(device=device).manual_seed(noise_seed(seed, rank))
 
 
 def rank_seed_after_resize(seed: int, rank: int, step: int) -> int:

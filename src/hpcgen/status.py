@@ -16,6 +16,7 @@ import yaml
 
 from hpcgen import slurm
 from hpcgen.engine.eval_queue import pending
+from hpcgen.engine.lease import holder_alive, read_lease
 from hpcgen.engine.metric_groups import LOSSES, keys_of, metric_group
 from hpcgen.engine.run_dir import (
     checkpoint_dir,
@@ -131,8 +132,6 @@ def job_row(run_dir: Path) -> dict[str, Any]:
 
 def _holder_lives(run_dir: Path) -> bool:
     """Whether the process that holds the run directory's lease still runs."""
-    from hpcgen.engine.lease import holder_alive, read_lease
-
     lease = read_lease(run_dir)
     return lease is not None and holder_alive(lease, float(lease.get("heartbeat_s", 30)))[0]
 

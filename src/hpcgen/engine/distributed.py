@@ -262,8 +262,3 @@ def average_over_ranks_(tensor: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(tensor)
         tensor /= dist.get_world_size()
     return tensor
-
-
-def noise_generator(device: torch.device, seed: int, rank: int) -> torch.Generator:
-    """Training noise of one rank, on the engine's device; its state is checkpointed."""
-    return torch.Generator(device=device).manual_seed(seed * 100_003 + rank)

@@ -10,18 +10,18 @@ from typing import Any
 import torch
 
 from hpcgen.config import GANConfig, TrainConfig
-from hpcgen.console import print_layer_table
 from hpcgen.data.stream import to_unit_range
 from hpcgen.engine.deepspeed_engine import make_engine
-from hpcgen.engine.distributed import average_over_ranks_, mean_over_ranks, noise_generator
+from hpcgen.engine.distributed import average_over_ranks_, mean_over_ranks
 from hpcgen.engine.ema import EMA, gan_ema_beta
+from hpcgen.engine.terminal import print_layer_table
 from hpcgen.gan.augment import AdaController, AugmentPipe
 from hpcgen.gan.losses import d_loss, g_loss, gradient_penalty, path_length_penalty, r1_penalty
 from hpcgen.gan.unrolled import unrolled_logits
 from hpcgen.models import stylegan
 from hpcgen.models.summary import layer_summary
 from hpcgen.networks import build_networks, compile_networks, eager, sample
-from hpcgen.seeds import image_seeds
+from hpcgen.seeds import image_seeds, noise_generator
 
 REPORTED_LAYERS = (
     stylegan.MappingNetwork,
@@ -114,10 +114,27 @@ class GANTask:
         def add(key: str, value: torch.Tensor) -> None:
             out[key] = out.get(key, 0.0) + float(value.detach().float().mean()) / n_micro
 
-        # D phase: fakes without graph; reals and fakes through D separately (minibatch std
-        # must not mix them). Penalties that differentiate D's input (R1, WGAN-GP) run their own
-        # forward through the bare module: DeepSpeed's hooks on the engine's outputs would take
-        # torch.autograd.grad for the backward pass and reduce gradients early.
+        self._d_phase(micro_batches, do_r1, add)
+        if m.ada_target is not None:
+            self.ada.step(self.global_batch, mean_over_ranks)
+        out["ada_p"] = self.ada.p
+        self._g_phase(micro_batches, do_pl, add)
+        # w_avg follows each rank's own batches; averaged, every rank holds what rank 0's
+        # checkpoint restores, so a resumed run matches an uninterrupted one on every rank
+        with torch.no_grad():
+            average_over_ranks_(self.g.module.mapping.w_avg)
+        self.steps += 1
+        self.images_seen += self.global_batch
+        beta = gan_ema_beta(self.global_batch, self.images_seen, m.ema_kimg, m.ema_rampup)
+        self.ema.update(self.g.module, beta, self.zero_stage)
+        return out
+
+    def _d_phase(self, micro_batches: list[torch.Tensor], do_r1: bool, add) -> None:
+        """D's step: fakes without graph; reals and fakes through D separately (minibatch std
+        must not mix them). Penalties that differentiate D's input (R1, WGAN-GP) run their own
+        forward through the bare module: DeepSpeed's hooks on the engine's outputs would take
+        torch.autograd.grad for the backward pass and reduce gradients early."""
+        m = self.cfg
         for real in micro_batches:
             real = to_unit_range(real.to(self.device), torch.float32)
             with torch.no_grad():
@@ -140,28 +157,17 @@ class GANTask:
             self.d.step()
             add("d_real", real_logits)
             add("d_fake", fake_logits)
-        if m.ada_target is not None:
-            self.ada.step(self.global_batch, mean_over_ranks)
-        out["ada_p"] = self.ada.p
 
-        # G phase: D frozen and called outside its engine, so no gradient reaches D; with
-        # unrolled_steps = K, G's loss is taken on D after K look-ahead steps (Metz et al.)
+    def _g_phase(self, micro_batches: list[torch.Tensor], do_pl: bool, add) -> None:
+        """G's step: D frozen and called outside its engine, so no gradient reaches D; with
+        unrolled_steps = K, G's loss is taken on D after K look-ahead steps (Metz et al.)."""
+        m = self.cfg
         self.d.module.requires_grad_(False)
         try:
             for real in micro_batches:
                 n = real.shape[0]
                 fake = self.g(self._latents(n), mixing_prob=m.style_mixing_prob)
-                fake_aug = self._aug(fake)
-                if m.unrolled_steps:
-                    real_aug = self._aug(to_unit_range(real.to(self.device), torch.float32))
-                    d_loss_of_logits = partial(d_loss, m.loss)
-                    lr = m.unrolled_lr or m.lr_d
-                    logits = unrolled_logits(
-                        self.d.module, d_loss_of_logits, real_aug, fake_aug, m.unrolled_steps, lr
-                    )
-                else:
-                    logits = self.d.module(fake_aug)
-                loss = g_loss(m.loss, logits)
+                loss = g_loss(m.loss, self._d_logits_for_g(real, self._aug(fake)))
                 add("loss_g", loss)
                 if do_pl:  # on half the batch, as StyleGAN2 does, with its own forward
                     g_eager = eager(self.g.module)
@@ -175,15 +181,18 @@ class GANTask:
                 self.g.step()
         finally:
             self.d.module.requires_grad_(True)
-        # w_avg follows each rank's own batches; averaged, every rank holds what rank 0's
-        # checkpoint restores, so a resumed run matches an uninterrupted one on every rank
-        with torch.no_grad():
-            average_over_ranks_(self.g.module.mapping.w_avg)
-        self.steps += 1
-        self.images_seen += self.global_batch
-        beta = gan_ema_beta(self.global_batch, self.images_seen, m.ema_kimg, m.ema_rampup)
-        self.ema.update(self.g.module, beta, self.zero_stage)
-        return out
+
+    def _d_logits_for_g(self, real: torch.Tensor, fake_aug: torch.Tensor) -> torch.Tensor:
+        """D's logits on G's augmented fakes: D as it is, or after unrolled_steps look-ahead."""
+        m = self.cfg
+        if not m.unrolled_steps:
+            return self.d.module(fake_aug)
+        real_aug = self._aug(to_unit_range(real.to(self.device), torch.float32))
+        d_loss_of_logits = partial(d_loss, m.loss)
+        lr = m.unrolled_lr or m.lr_d
+        return unrolled_logits(
+            self.d.module, d_loss_of_logits, real_aug, fake_aug, m.unrolled_steps, lr
+        )
 
     @torch.no_grad()
     def sample(self, n: int, resolution: int, seed: int) -> torch.Tensor:

@@ -13,11 +13,11 @@ from hpcgen.data.stream import to_unit_range
 from hpcgen.diffusion.gaussian import Diffusion, training_losses
 from hpcgen.diffusion.timesteps import LossAwareSampler
 from hpcgen.engine.deepspeed_engine import make_engine
-from hpcgen.engine.distributed import gather_from_ranks, noise_generator
+from hpcgen.engine.distributed import gather_from_ranks
 from hpcgen.engine.ema import EMA, ddpm_ema_beta
 from hpcgen.engine.gan_task import GANTask
 from hpcgen.networks import build_networks, compile_networks, sample
-from hpcgen.seeds import image_seeds
+from hpcgen.seeds import image_seeds, noise_generator
 
 
 def count_parameters(module: nn.Module) -> int:
