@@ -261,12 +261,11 @@ def check_finite(job: Job, step: int, losses: dict[str, float]) -> None:
 
 
 def record_preempted(job: Job, path: Path, save_s: float) -> None:
-    """run.json: preempted at this step, after its checkpoint committed."""
-    step = job.state.step
-    job.record.update(
-        status="preempted", preemptions=job.record.data["preemptions"] + 1, ended=time.time()
-    )
-    job.record.add_event("preempted", step=step, checkpoint=path.name, save_s=save_s)
+    """run.json: preempted at this step, after its checkpoint committed. Off rank 0 the record
+    writes nothing and its data may be empty (read before rank 0 wrote run.json)."""
+    preemptions = job.record.data.get("preemptions", 0) + 1
+    job.record.update(status="preempted", preemptions=preemptions, ended=time.time())
+    job.record.add_event("preempted", step=job.state.step, checkpoint=path.name, save_s=save_s)
 
 
 def record_failure(job: Job, caught: BaseException) -> BaseException:
