@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from pathlib import Path
 
 import pytest
+import yaml
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
-from hpcgen.cli.compose import expand_sweep, to_train_config
+from hpcgen.cli.compose import compose_jobs, expand_sweep, resolve_plain, to_train_config
 from hpcgen.cli.preflight import preflight
-from hpcgen.config import ConfigError, DDPMConfig, GANConfig, TrainConfig
+from hpcgen.config import (
+    ConfigError,
+    DDPMConfig,
+    DeepSpeedConfig,
+    GANConfig,
+    LoggerConfig,
+    TrainConfig,
+    TrainerConfig,
+)
+from hpcgen.config.store import SCHEMAS
+from hpcgen.gan.augment import AUGMENTATIONS
 from tests.conftest import REPO, compose_train, run_train
 
 
@@ -70,6 +84,86 @@ def test_slurm_launcher_takes_cluster_settings_from_environment(monkeypatch):
     assert launcher.partition == "gpu-long" and launcher.account == "proj42"
     assert launcher.gpus_per_node == 4 and launcher.tasks_per_node == 4
     assert launcher.timeout_min == 720 and launcher.qos is None
+
+
+# group: the schema its options start from (None: each its own, model/<option>_schema); and the
+# keys an option may restate at their default (zero2.yaml's stage is what the option means)
+GROUP_SCHEMAS = {"model": None, "data": "data_schema", "deepspeed": "deepspeed_schema"}
+RESTATED = {"deepspeed": {"zero_stage"}}
+
+
+@pytest.mark.parametrize("group,name,schema", SCHEMAS)
+def test_every_schema_is_in_hydras_config_store(group, name, schema):
+    stored = ConfigStore.instance().load(f"{group}/{name}.yaml" if group else f"{name}.yaml")
+    assert OmegaConf.get_type(stored.node) is schema
+
+
+@pytest.mark.parametrize(
+    "path", sorted(str(p.relative_to(REPO / "configs")) for g in GROUP_SCHEMAS
+                   for p in (REPO / "configs" / g).glob("*.yaml"))
+)  # fmt: skip
+def test_group_options_start_from_their_schema_and_set_only_what_differs(path):
+    group, option = path.removesuffix(".yaml").split("/")
+    text = yaml.safe_load((REPO / "configs" / path).read_text()) or {}
+    schema = GROUP_SCHEMAS[group] or f"{option}_schema"
+    assert text.pop("defaults") == [schema, "_self_"]
+    defaults = OmegaConf.to_container(ConfigStore.instance().load(f"{group}/{schema}.yaml").node)
+    same = {k for k, v in text.items() if defaults[k] == v} - RESTATED.get(group, set())
+    assert not same, f"configs/{path} restates the dataclass default of {sorted(same)}"
+
+
+def test_train_yaml_leaves_every_section_default_to_the_dataclasses():
+    text = yaml.safe_load((REPO / "configs" / "train.yaml").read_text())
+    assert text["defaults"][0] == "train_schema"
+    assert set(text) == {"defaults", "hydra"}
+
+
+@pytest.mark.parametrize("model,schema", [("ddpm", DDPMConfig), ("gan", GANConfig)])
+def test_composed_defaults_are_the_dataclass_defaults(model, schema):
+    composed = resolve_plain(compose_train([f"model={model}"]))
+    plain = {k: list(v) if isinstance(v, tuple) else v
+             for k, v in dataclasses.asdict(schema()).items()}  # fmt: skip
+    assert composed["model"] == plain
+    assert composed["trainer"] == dataclasses.asdict(TrainerConfig())
+    assert composed["deepspeed"] == dataclasses.asdict(DeepSpeedConfig())
+    assert composed["logger"] == dataclasses.asdict(LoggerConfig())
+    assert composed["eval"]["settings"] is None and composed["seed"] == 0
+    if model == "gan":
+        assert composed["model"]["augment"] == list(AUGMENTATIONS)
+
+
+def test_synthetic_root_follows_the_data_dir_the_resolution_and_the_set_size(monkeypatch):
+    monkeypatch.setenv("HPCGEN_DATA_DIR", "/data/here")
+    cfg = to_train_config(compose_train(["data.resolution=16", "data.num_samples=64"]))
+    assert cfg.data.root == "/data/here/toy_bedroom_16px_64"
+    monkeypatch.delenv("HPCGEN_DATA_DIR")
+    cfg = to_train_config(compose_train([]))
+    assert cfg.data.root == "~/.cache/hpcgen/data/toy_bedroom_32px_2048"
+
+
+@pytest.mark.parametrize("zero", [1, 2, 3])
+def test_each_zero_option_sets_its_stage_and_nothing_else(zero):
+    ds = OmegaConf.to_container(compose_train([f"deepspeed=zero{zero}"]).deepspeed)
+    assert ds == dataclasses.asdict(DeepSpeedConfig(zero_stage=zero))
+
+
+def test_the_schemas_accept_what_users_pass_on_the_command_line():
+    cfg = to_train_config(compose_train([
+        "model=gan", "model.ada_target=null", "model.conv_clamp=null", "model.augment=[]",
+        "model.betas=[0.5,0.9]", "model.unrolled_lr=0.01", "trainer.global_batch=null",
+        "data.max_images=null", "eval.settings={num_samples:10,extractor:tiny-test}",
+        "eval.sbatch_args=['--qos=low']", "deepspeed.decay_steps=null", "dry_run=yes",
+    ]))  # fmt: skip
+    assert cfg.model.ada_target is None and cfg.model.conv_clamp is None
+    assert cfg.model.augment == [] and cfg.model.betas == (0.5, 0.9)
+    assert cfg.eval.settings == {"num_samples": 10, "extractor": "tiny-test"}
+    assert cfg.eval.sbatch_args == ["--qos=low"]
+    assert to_train_config(compose_train(["eval.settings=null"])).eval.settings == {}
+
+
+def test_a_value_of_the_wrong_type_fails_at_composition_naming_the_field():
+    with pytest.raises(ConfigError, match="trainer.max_steps=many.*trainer.max_steps"):
+        compose_jobs(["trainer.max_steps=many"], "train")
 
 
 def test_sweep_expands_to_cartesian_product():
@@ -148,7 +242,7 @@ def test_preflight_rejects_a_global_batch_that_does_not_divide_over_slurm_ranks(
         (["-m", "model=ddpm,gan", "data=nope"], "unknown data 'nope'"),
         (["data=lsun_bedroom", "data.root=/no/such/shards"], "data.root=/no/such/shards"),
         (["data=folder", "data.source=/no/such/images"], "data.source=/no/such/images"),
-        (["data=folder"], "data.source has no value"),
+        (["data=folder"], "data=folder needs data.source=<folder or zip of images>"),
         (
             ["trainer.global_batch=10", "hydra/launcher=slurm", "hydra.launcher.tasks_per_node=3"],
             None,
