@@ -49,11 +49,14 @@ def gan_networks(
     )
 
 
-def build_networks(cfg: TrainConfig, cuda: bool) -> dict[str, nn.Module]:
-    """The run's networks by engine name: {"unet"} or {"generator", "discriminator"}."""
+def build_networks(cfg: TrainConfig, cuda: bool, training: bool = True) -> dict[str, nn.Module]:
+    """The run's networks by engine name: {"unet"} or {"generator", "discriminator"}.
+    training=False: a network that only samples (model.activation_checkpointing left off)."""
     m = cfg.model
     if isinstance(m, DDPMConfig):
-        return {"unet": build_unet(m.preset, output_channels(m.variance), cfg.data.resolution)}
+        recompute = training and m.activation_checkpointing
+        unet = build_unet(m.preset, output_channels(m.variance), cfg.data.resolution, recompute)
+        return {"unet": unet}
     generator, discriminator = gan_networks(m, cfg.data.resolution, cuda)
     return {"generator": generator, "discriminator": discriminator}
 
@@ -76,7 +79,7 @@ def build_sampling_network(cfg: TrainConfig, cuda: bool) -> tuple[str, nn.Module
     name = SAMPLING_NETWORK[cfg.model.name]
     if isinstance(cfg.model, GANConfig):
         return name, gan_networks(cfg.model, cfg.data.resolution, cuda)[0]
-    return name, build_networks(cfg, cuda)[name]
+    return name, build_networks(cfg, cuda, training=False)[name]
 
 
 @torch.no_grad()

@@ -9,6 +9,11 @@ Presets can also take the embedding as a bias of the first conv (improved-diffus
 use_scale_shift_norm=False, diffusers' default), convolve after each 2x up-sampling (ADM's
 conv_resample, on in ADM and diffusers; off in the first presets, whose counts README lists) and
 resample inside residual blocks (ADM's resblock_updown, "BigGAN up/downsample").
+
+activation_checkpointing=True recomputes each residual and attention block in the backward pass
+(the granularity of improved-diffusion's use_checkpoint) instead of keeping its activations:
+only in a training forward with grad enabled, so sampling and evaluation run as before, and
+without new parameters or buffers, so checkpoints load either way.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,24 @@ def _resample(x: torch.Tensor, how: str | None) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2.0, mode="nearest") if how == "up" else x
 
 
-class ResBlock(nn.Module):
+class Recomputable(nn.Module):
+    """A block whose forward is `compute`; with `recompute` set, a training forward with grad
+    enabled keeps only the block's inputs and runs it again in the backward. Non-reentrant
+    checkpointing: what ZeRO-3's partitioned parameters need, and it restores the RNG state, so
+    dropout draws the same mask twice."""
+
+    recompute = False  # a plain attribute: the state_dict is the same either way
+
+    def compute(self, *args: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        if self.recompute and self.training and torch.is_grad_enabled():
+            return checkpoint(self.compute, *args, use_reentrant=False)
+        return self.compute(*args)
+
+
+class ResBlock(Recomputable):
     """norm-SiLU-conv; norm * (1 + scale) + shift from the embedding; SiLU-dropout-conv.
 
     scale_shift=False adds the embedding to the first conv's output instead. resample="down" or
@@ -106,7 +129,7 @@ class ResBlock(nn.Module):
         nn.init.zeros_(self.conv2.bias)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def compute(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(_resample(F.silu(self.norm1(x)), self.resample))
         x = _resample(x, self.resample)
         e = self.emb(F.silu(emb))[:, :, None, None]  # (B, 2C or C, 1, 1)
@@ -118,7 +141,7 @@ class ResBlock(nn.Module):
         return self.skip(x) + self.conv2(self.drop(F.silu(h)))
 
 
-class Attention(nn.Module):
+class Attention(Recomputable):
     """Multi-head self-attention over the H*W positions, residual."""
 
     def __init__(self, channels: int, heads: int) -> None:
@@ -128,7 +151,7 @@ class Attention(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+    def compute(self, x: torch.Tensor) -> torch.Tensor:
         b, c, hgt, wid = x.shape
         qkv = self.qkv(self.norm(x).reshape(b, c, hgt * wid))  # (B, 3C, N)
         q, k, v = qkv.reshape(b * self.heads, 3 * c // self.heads, -1).chunk(3, dim=1)
@@ -154,7 +177,13 @@ class Level(nn.Module):
 class UNet(nn.Module):
     """(B, 3, R, R) images and (B,) timesteps -> (B, out_channels, R, R)."""
 
-    def __init__(self, preset: UNetPreset, resolution: int, out_channels: int = 3) -> None:
+    def __init__(
+        self,
+        preset: UNetPreset,
+        resolution: int,
+        out_channels: int = 3,
+        activation_checkpointing: bool = False,
+    ) -> None:
         super().__init__()
         p, ch = preset, preset.channels
         self.channels, emb_dim = ch, 4 * ch
@@ -187,6 +216,14 @@ class UNet(nn.Module):
         self.out = nn.Sequential(_norm(c), nn.SiLU(), nn.Conv2d(c, out_channels, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
+        self.set_activation_checkpointing(activation_checkpointing)
+
+    def set_activation_checkpointing(self, on: bool) -> None:
+        """Recompute every residual and attention block in the backward (on) or keep their
+        activations (off); weights and state_dict keys are untouched."""
+        for block in self.modules():
+            if isinstance(block, Recomputable):
+                block.recompute = on
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(t, self.channels).to(x.dtype))  # (B, 4C)
@@ -218,5 +255,7 @@ def _upsample(c: int, emb_dim: int, p: UNetPreset) -> nn.Module:
     return nn.Sequential(up, nn.Conv2d(c, c, 3, padding=1)) if p.upsample_conv else up
 
 
-def build_unet(preset: str, out_channels: int = 3, resolution: int = 32) -> UNet:
-    return UNet(PRESETS[preset], resolution, out_channels)
+def build_unet(
+    preset: str, out_channels: int = 3, resolution: int = 32, activation_checkpointing: bool = False
+) -> UNet:
+    return UNet(PRESETS[preset], resolution, out_channels, activation_checkpointing)
