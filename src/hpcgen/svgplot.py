@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from html import escape
 
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
@@ -32,6 +33,29 @@ def _label(value: float) -> str:
     return f"{value:.6g}"
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """The plot area of a (w, h) chart and the data range its ticks cover."""
+
+    w: int
+    h: int
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+    left: int = 64
+    right: int = 16
+    top: int = 30
+    bottom: int = 56
+
+    def px(self, x: float) -> float:
+        return self.left + (x - self.x0) / (self.x1 - self.x0) * (self.w - self.left - self.right)
+
+    def py(self, y: float) -> float:
+        span = self.h - self.top - self.bottom
+        return self.h - self.bottom - (y - self.y0) / (self.y1 - self.y0) * span
+
+
 def line_chart(
     series: dict[str, list[tuple[float, float]]],
     title: str,
@@ -40,7 +64,7 @@ def line_chart(
 ) -> str:
     """One polyline per series (non-finite points dropped), nice ticks, a legend."""
     w, h = size
-    left, right, top, bottom = 64, 16, 30, 56
+    left = _Frame.left
     clean = {
         name: sorted((x, y) for x, y in pts if math.isfinite(x) and math.isfinite(y))
         for name, pts in series.items()
@@ -57,35 +81,42 @@ def line_chart(
     xs = [x for pts in clean.values() for x, _ in pts]
     ys = [y for pts in clean.values() for _, y in pts]
     xt, yt = nice_ticks(min(xs), max(xs)), nice_ticks(min(ys), max(ys))
-    x0, x1, y0, y1 = xt[0], xt[-1], yt[0], yt[-1]
+    frame = _Frame(w, h, xt[0], xt[-1], yt[0], yt[-1])
+    parts += _axes(frame, xt, yt, xlabel) + _polylines(frame, clean)
+    parts.append("</svg>")
+    return "".join(parts)
 
-    def px(x: float) -> float:
-        return left + (x - x0) / (x1 - x0) * (w - left - right)
 
-    def py(y: float) -> float:
-        return h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom)
-
+def _axes(f: _Frame, xt: list[float], yt: list[float], xlabel: str) -> list[str]:
+    """Grid lines and labels at the ticks, the frame, the x axis' label."""
+    parts = []
     for y in yt:
         parts.append(
-            f'<line x1="{left}" x2="{w - right}" y1="{py(y):.1f}" y2="{py(y):.1f}" '
+            f'<line x1="{f.left}" x2="{f.w - f.right}" y1="{f.py(y):.1f}" y2="{f.py(y):.1f}" '
             'stroke="#ddd"/>'
-            f'<text x="{left - 6}" y="{py(y) + 4:.1f}" font-size="11" '
+            f'<text x="{f.left - 6}" y="{f.py(y) + 4:.1f}" font-size="11" '
             f'text-anchor="end">{_label(y)}</text>'
         )
     for x in xt:
         parts.append(
-            f'<text x="{px(x):.1f}" y="{h - bottom + 16}" font-size="11" '
+            f'<text x="{f.px(x):.1f}" y="{f.h - f.bottom + 16}" font-size="11" '
             f'text-anchor="middle">{_label(x)}</text>'
         )
     parts.append(
-        f'<rect x="{left}" y="{top}" width="{w - left - right}" height="{h - top - bottom}" '
-        'fill="none" stroke="#444"/>'
-        f'<text x="{(left + w - right) / 2:.0f}" y="{h - bottom + 32}" font-size="11" '
+        f'<rect x="{f.left}" y="{f.top}" width="{f.w - f.left - f.right}" '
+        f'height="{f.h - f.top - f.bottom}" fill="none" stroke="#444"/>'
+        f'<text x="{(f.left + f.w - f.right) / 2:.0f}" y="{f.h - f.bottom + 32}" font-size="11" '
         f'text-anchor="middle">{escape(xlabel)}</text>'
     )
+    return parts
+
+
+def _polylines(f: _Frame, clean: dict[str, list[tuple[float, float]]]) -> list[str]:
+    """One polyline (a dot for a single point) and one legend entry per series."""
+    parts = []
     for i, (name, pts) in enumerate(clean.items()):
         colour = COLOURS[i % len(COLOURS)]
-        coords = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
+        coords = " ".join(f"{f.px(x):.1f},{f.py(y):.1f}" for x, y in pts)
         if len(pts) == 1:
             parts.append(f'<circle cx="{coords.split(",")[0]}" cy="{coords.split(",")[1]}" ')
             parts.append(f'r="3" fill="{colour}"/>')
@@ -93,10 +124,9 @@ def line_chart(
             parts.append(
                 f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="1.5"/>'
             )
-        lx = left + 110 * i
+        lx = f.left + 110 * i
         parts.append(
-            f'<rect x="{lx}" y="{h - 14}" width="10" height="10" fill="{colour}"/>'
-            f'<text x="{lx + 14}" y="{h - 5}" font-size="11">{escape(name)}</text>'
+            f'<rect x="{lx}" y="{f.h - 14}" width="10" height="10" fill="{colour}"/>'
+            f'<text x="{lx + 14}" y="{f.h - 5}" font-size="11">{escape(name)}</text>'
         )
-    parts.append("</svg>")
-    return "".join(parts)
+    return parts

@@ -11,6 +11,7 @@ import json
 import re
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -302,22 +303,8 @@ def evaluate_checkpoint(entry: dict, ecfg: EvalConfig, force: bool = False) -> d
     ref, ref_cached = reference_statistics(root, manifest, extractor, ecfg.ref_samples, ecfg.batch)
     is_ddpm = isinstance(cfg.model, DDPMConfig)
     sampler = sampler_of(cfg, ecfg.sampler)
-    seeds = image_seeds(ecfg.seed, ecfg.num_samples)
-    features, grid = [], None
-    for i in range(0, len(seeds), ecfg.batch):
-        images = sample(
-            cfg, net, seeds[i : i + ecfg.batch], device, sampler, EVAL_PSI, ecfg.batch, False
-        )
-        grid = images[:64] if grid is None else grid
-        features.append(extractor(to_uint8(images), ecfg.batch))
-    gen = np.concatenate(features)
-    fid, kid_mean, kid_std = scores_against(
-        gen, ref, ecfg.kid_subsets, ecfg.kid_subset_size, ecfg.seed
-    )
-    precision, recall = precision_recall(gen, ref["features"], ecfg.prc_k, device)
-    floor = data_floor(
-        root, manifest, extractor, ref, len(gen), ecfg.kid_subsets, ecfg.kid_subset_size
-    )
+    gen, grid = generated_features(cfg, net, sampler, extractor, ecfg, device)
+    metrics = scores(gen, ref, ecfg, device, partial(data_floor, root, manifest, extractor, ref))
     eval_dir = out.parent
     eval_dir.mkdir(parents=True, exist_ok=True)
     save_image((grid + 1) / 2, eval_figure_path(run_dir, ckpt.name, "samples"), nrow=8, padding=1)
@@ -331,17 +318,7 @@ def evaluate_checkpoint(entry: dict, ecfg: EvalConfig, force: bool = False) -> d
         "step": entry["step"],
         "ckpt": str(ckpt),
         "model": cfg.model.name,
-        "fid": fid,
-        "kid_mean": kid_mean,
-        "kid_std": kid_std,
-        "precision": precision,
-        "recall": recall,
-        "prc_k": ecfg.prc_k,
-        "prc_gen_samples": len(gen),
-        "prc_ref_samples": len(ref["features"]),  # the reference's kept features
-        "prc_features": PRC_FEATURES_NOTE,
-        **(floor or {}),
-        "fid_over_floor": fid / floor["fid_floor"] if floor else None,
+        **metrics,
         "num_samples": len(gen),
         "ref_samples": int(ref["n"]),
         "ref_cache": str(ref["path"]),
@@ -365,6 +342,40 @@ def evaluate_checkpoint(entry: dict, ecfg: EvalConfig, force: bool = False) -> d
     write_json_atomic(out, result)
     plot_run(run_dir)
     return result
+
+
+def generated_features(
+    cfg: TrainConfig,
+    net: torch.nn.Module,
+    sampler: str | None,
+    extractor: Extractor,
+    ecfg: EvalConfig,
+    device: torch.device,
+) -> tuple[np.ndarray, torch.Tensor]:
+    """Features of the images of image_seeds(ecfg.seed); the first 64 images for the grid."""
+    seeds = image_seeds(ecfg.seed, ecfg.num_samples)
+    features, grid = [], None
+    for i in range(0, len(seeds), ecfg.batch):
+        images = sample(
+            cfg, net, seeds[i : i + ecfg.batch], device, sampler, EVAL_PSI, ecfg.batch, False
+        )
+        grid = images[:64] if grid is None else grid
+        features.append(extractor(to_uint8(images), ecfg.batch))
+    return np.concatenate(features), grid
+
+
+def scores(gen: np.ndarray, ref: dict, ecfg: EvalConfig, device: torch.device, floor_of) -> dict:
+    """FID, KID and precision/recall (k-NN balls) of generated features against the reference,
+    and the data's own floor: floor_of(n, kid_subsets, kid_subset_size), None without one."""
+    kid = ecfg.kid_subsets, ecfg.kid_subset_size
+    fid, kid_mean, kid_std = scores_against(gen, ref, *kid, ecfg.seed)
+    precision, recall = precision_recall(gen, ref["features"], ecfg.prc_k, device)
+    floor = floor_of(len(gen), *kid)
+    return {"fid": fid, "kid_mean": kid_mean, "kid_std": kid_std, "precision": precision,
+            "recall": recall, "prc_k": ecfg.prc_k, "prc_gen_samples": len(gen),
+            "prc_ref_samples": len(ref["features"]),  # the reference's kept features
+            "prc_features": PRC_FEATURES_NOTE, **(floor or {}),
+            "fid_over_floor": fid / floor["fid_floor"] if floor else None}  # fmt: skip
 
 
 def run_results(run_dir: Path) -> list[dict]:

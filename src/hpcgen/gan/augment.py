@@ -98,65 +98,89 @@ class AugmentPipe(nn.Module):
     ) -> torch.Tensor:
         if p <= 0 or not self.enabled:
             return images
-        b, _, h, w = images.shape
-        dev = images.device
+        draw = _Draws(images.shape[0], images.device, generator, p, self)
+        return _colour(_geometric(images, draw), draw)
 
-        def rand(*shape: int) -> torch.Tensor:
-            return torch.rand(shape or (b,), generator=generator, device=dev)
 
-        def randn() -> torch.Tensor:
-            return torch.randn(b, generator=generator, device=dev)
+class _Draws:
+    """One batch's random draws, in a fixed order from `generator`: per-image uniforms and
+    normals, and the gate that keeps an augmentation on the images that draw it."""
 
-        def gate(name: str, value: torch.Tensor, identity: float, prob: float | None = None):
-            """value where the image draws this augmentation, identity elsewhere."""
-            prob = p * self.multipliers[name] if prob is None else prob
-            on = name in self.enabled and prob > 0
-            keep = rand() < prob if on else torch.zeros(b, dtype=torch.bool, device=dev)
-            keep = keep.reshape(b, *[1] * (value.ndim - 1))
-            return torch.where(keep, value, torch.full_like(value, identity))
+    def __init__(
+        self, b: int, dev: torch.device, generator: torch.Generator | None, p: float, pipe
+    ) -> None:
+        self.b, self.dev, self.generator, self.p = b, dev, generator, p
+        self.enabled, self.multipliers = pipe.enabled, pipe.multipliers
 
-        # geometric, in grid_sample's normalised coordinates ([-1, 1] spans the image)
-        m = _eye(b, 3, dev)
-        m = m @ _scale(
-            1 - 2 * gate("xflip", torch.floor(rand() * 2), 0.0), torch.ones(b, device=dev)
-        )
-        m = m @ _rotate(gate("rotate90", torch.floor(rand() * 4), 0.0) * (math.pi / 2))
-        t = gate("xint", (rand(b, 2) * 2 - 1) * SPREAD["xint_max"], 0.0)
-        m = m @ _translate(torch.round(t[:, 0] * w) * 2 / w, torch.round(t[:, 1] * h) * 2 / h)
-        s = gate("scale", torch.exp2(randn() * SPREAD["scale_std"]), 1.0)
-        m = m @ _scale(s, s)
-        p_rot = 1 - math.sqrt(max(0.0, 1 - min(p * self.multipliers["rotate"], 1.0)))
-        theta = (rand() * 2 - 1) * math.pi * SPREAD["rotate_max"]
-        m = m @ _rotate(gate("rotate", theta, 0.0, p_rot))  # before and after aniso
-        s = gate("aniso", torch.exp2(randn() * SPREAD["aniso_std"]), 1.0)
-        m = m @ _scale(s, 1 / s)
-        theta = (rand() * 2 - 1) * math.pi * SPREAD["rotate_max"]
-        m = m @ _rotate(gate("rotate", theta, 0.0, p_rot))
-        t = gate("xfrac", torch.randn(b, 2, generator=generator, device=dev), 0.0)
-        m = m @ _translate(*(t * SPREAD["xfrac_std"] * 2).unbind(1))
-        if not torch.equal(m, _eye(b, 3, dev)):
-            grid = F.affine_grid(m[:, :2].to(images.dtype), list(images.shape), align_corners=False)
-            images = F.grid_sample(
-                images, grid, mode="bilinear", padding_mode="reflection", align_corners=False
-            )
+    def rand(self, *shape: int) -> torch.Tensor:
+        return torch.rand(shape or (self.b,), generator=self.generator, device=self.dev)
 
-        # colour, as a 4x4 matrix on homogeneous RGB (mid-grey is 0 in [-1, 1])
-        c = _eye(b, 4, dev)
-        c = _colour_translate(gate("brightness", randn() * SPREAD["brightness_std"], 0.0)) @ c
-        c = _colour_scale(gate("contrast", torch.exp2(randn() * SPREAD["contrast_std"]), 1.0)) @ c
-        v = _LUMA.to(dev)
-        flip = gate("lumaflip", torch.floor(rand() * 2), 0.0)[:, None, None]
-        c = (_eye(b, 4, dev) - 2 * torch.outer(v, v) * flip) @ c  # Householder reflection
-        theta = gate("hue", (rand() * 2 - 1) * math.pi * SPREAD["hue_max"], 0.0)
-        c = _rotate_about_luma(theta) @ c
-        sat = gate("saturation", torch.exp2(randn() * SPREAD["saturation_std"]), 1.0)
-        vv = torch.outer(v, v)
-        c = (vv + (_eye(b, 4, dev) - vv) * sat[:, None, None]) @ c
-        if not torch.equal(c, _eye(b, 4, dev)):
-            flat = images.reshape(b, 3, h * w)
-            flat = c[:, :3, :3].to(images.dtype) @ flat + c[:, :3, 3:].to(images.dtype)
-            images = flat.reshape(b, 3, h, w)
+    def randn(self, *shape: int) -> torch.Tensor:
+        return torch.randn(shape or (self.b,), generator=self.generator, device=self.dev)
+
+    def prob(self, name: str) -> float:
+        return self.p * self.multipliers[name]
+
+    def gate(self, name: str, value: torch.Tensor, identity: float, prob: float | None = None):
+        """value where the image draws this augmentation, identity elsewhere."""
+        b = self.b
+        prob = self.prob(name) if prob is None else prob
+        on = name in self.enabled and prob > 0
+        keep = self.rand() < prob if on else torch.zeros(b, dtype=torch.bool, device=self.dev)
+        keep = keep.reshape(b, *[1] * (value.ndim - 1))
+        return torch.where(keep, value, torch.full_like(value, identity))
+
+
+def _geometric(images: torch.Tensor, d: _Draws) -> torch.Tensor:
+    """ADA's geometric augmentations as one affine map, in grid_sample's normalised coordinates
+    ([-1, 1] spans the image), applied with reflection padding."""
+    b, _, h, w = images.shape
+    rand, randn, gate, dev = d.rand, d.randn, d.gate, d.dev
+    m = _eye(b, 3, dev)
+    m = m @ _scale(1 - 2 * gate("xflip", torch.floor(rand() * 2), 0.0), torch.ones(b, device=dev))
+    m = m @ _rotate(gate("rotate90", torch.floor(rand() * 4), 0.0) * (math.pi / 2))
+    t = gate("xint", (rand(b, 2) * 2 - 1) * SPREAD["xint_max"], 0.0)
+    m = m @ _translate(torch.round(t[:, 0] * w) * 2 / w, torch.round(t[:, 1] * h) * 2 / h)
+    s = gate("scale", torch.exp2(randn() * SPREAD["scale_std"]), 1.0)
+    m = m @ _scale(s, s)
+    p_rot = 1 - math.sqrt(max(0.0, 1 - min(d.prob("rotate"), 1.0)))
+    theta = (rand() * 2 - 1) * math.pi * SPREAD["rotate_max"]
+    m = m @ _rotate(gate("rotate", theta, 0.0, p_rot))  # before and after aniso
+    s = gate("aniso", torch.exp2(randn() * SPREAD["aniso_std"]), 1.0)
+    m = m @ _scale(s, 1 / s)
+    theta = (rand() * 2 - 1) * math.pi * SPREAD["rotate_max"]
+    m = m @ _rotate(gate("rotate", theta, 0.0, p_rot))
+    t = gate("xfrac", randn(b, 2), 0.0)
+    m = m @ _translate(*(t * SPREAD["xfrac_std"] * 2).unbind(1))
+    if torch.equal(m, _eye(b, 3, dev)):
         return images
+    grid = F.affine_grid(m[:, :2].to(images.dtype), list(images.shape), align_corners=False)
+    return F.grid_sample(
+        images, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
+
+
+def _colour(images: torch.Tensor, d: _Draws) -> torch.Tensor:
+    """ADA's colour augmentations as one 4x4 matrix on homogeneous RGB (mid-grey is 0 in
+    [-1, 1])."""
+    b, _, h, w = images.shape
+    rand, randn, gate, dev = d.rand, d.randn, d.gate, d.dev
+    c = _eye(b, 4, dev)
+    c = _colour_translate(gate("brightness", randn() * SPREAD["brightness_std"], 0.0)) @ c
+    c = _colour_scale(gate("contrast", torch.exp2(randn() * SPREAD["contrast_std"]), 1.0)) @ c
+    v = _LUMA.to(dev)
+    flip = gate("lumaflip", torch.floor(rand() * 2), 0.0)[:, None, None]
+    c = (_eye(b, 4, dev) - 2 * torch.outer(v, v) * flip) @ c  # Householder reflection
+    theta = gate("hue", (rand() * 2 - 1) * math.pi * SPREAD["hue_max"], 0.0)
+    c = _rotate_about_luma(theta) @ c
+    sat = gate("saturation", torch.exp2(randn() * SPREAD["saturation_std"]), 1.0)
+    vv = torch.outer(v, v)
+    c = (vv + (_eye(b, 4, dev) - vv) * sat[:, None, None]) @ c
+    if torch.equal(c, _eye(b, 4, dev)):
+        return images
+    flat = images.reshape(b, 3, h * w)
+    flat = c[:, :3, :3].to(images.dtype) @ flat + c[:, :3, 3:].to(images.dtype)
+    return flat.reshape(b, 3, h, w)
 
 
 # ADA, sec. 3: r_t = E[sign(D(x_real))]; p moves toward keeping r_t at the target
