@@ -45,15 +45,8 @@ def _endless(loader):
         yield from loader
 
 
-def run(
-    workdir: Path,
-    images: int,
-    resolution: int,
-    batch_size: int,
-    num_workers: int,
-    samples_per_shard: int,
-    repeats: int = 5,
-) -> dict:
+def _prepare(workdir: Path, images: int, resolution: int, samples_per_shard: int):
+    """The shards, and the same PNG bytes as one file per image for ImageFolder."""
     cfg = DataConfig(
         root=str(workdir / "shards"),
         resolution=resolution,
@@ -70,10 +63,13 @@ def run(
         folder.mkdir(parents=True)
         for i, data in enumerate(pngs):
             (folder / f"{i:07d}.png").write_bytes(data)
-    n_batches = images // batch_size  # one epoch per measured repeat
+    return shard_paths(root, manifest), pngs
 
+
+def _stream_rates(shards, batch_size: int, num_workers: int, n_batches: int, repeats: int):
+    """The stream's uint8 batches, then the same with the float conversion in this process."""
     stream = ShardStream(
-        shard_paths(root, manifest),
+        shards,
         batch_size,
         shuffle_buffer=256,
         num_workers=num_workers,
@@ -84,7 +80,7 @@ def run(
     # the same with the uint8 -> float conversion in this process (where there is no GPU to
     # do it): its two intra-op threads then compete with the workers for the cores
     stream = ShardStream(
-        shard_paths(root, manifest),
+        shards,
         batch_size,
         shuffle_buffer=256,
         num_workers=num_workers,
@@ -94,7 +90,12 @@ def run(
         (to_unit_range(stream.next_batch()) for _ in iter(int, 1)), n_batches, batch_size, repeats
     )
     stream.close()
+    return stream_rate, float_rate
 
+
+def _imagefolder_rate(
+    workdir: Path, batch_size: int, num_workers: int, n_batches: int, repeats: int
+):
     tf = transforms.Compose(
         [
             transforms.RandomHorizontalFlip(),
@@ -110,20 +111,38 @@ def run(
         drop_last=True,
         persistent_workers=num_workers > 0,
     )
-    folder_rate = _images_per_s(_endless(loader), n_batches, batch_size, repeats)
+    return _images_per_s(_endless(loader), n_batches, batch_size, repeats)
 
+
+def _decode_only_rate(pngs: list[bytes], batch_size: int, n_batches: int, repeats: int):
     def decode_only():  # the stream's decoder, nothing else
         while True:
             for data in pngs:
                 yield decode_shard_image(data)
 
     decoded = decode_only()
-    bound_rate = _images_per_s(
+    return _images_per_s(
         iter(lambda: [next(decoded) for _ in range(batch_size)], None),
         n_batches,
         batch_size,
         repeats,
     )
+
+
+def run(
+    workdir: Path,
+    images: int,
+    resolution: int,
+    batch_size: int,
+    num_workers: int,
+    samples_per_shard: int,
+    repeats: int = 5,
+) -> dict:
+    shards, pngs = _prepare(workdir, images, resolution, samples_per_shard)
+    n_batches = images // batch_size  # one epoch per measured repeat
+    stream_rate, float_rate = _stream_rates(shards, batch_size, num_workers, n_batches, repeats)
+    folder_rate = _imagefolder_rate(workdir, batch_size, num_workers, n_batches, repeats)
+    bound_rate = _decode_only_rate(pngs, batch_size, n_batches, repeats)
     return {
         "suite": "data",
         "images": images,

@@ -132,14 +132,7 @@ def run(
         "gan": _gan_steps(*build_gan(gan_preset, resolution), zero_stages, batch, resolution, dev),
     }
     for name, steps in cases.items():
-        timings = measure_in_turns(steps, repeats, warmup=2)
-        result[name] = timings
-        for key in steps:
-            if key != "plain":
-                result[f"{name}_{key}_vs_plain"] = (
-                    timings[key]["median"] / timings["plain"]["median"]
-                )
-        result[f"{name}_images_per_s_plain"] = batch / timings["plain"]["median"]
+        result |= _overhead(name, steps, batch, repeats)
     if utilisation:
         result["peak"] = peak = peak_rates(dev, matmul_size, repeats=5)
         result["utilisation"] = {
@@ -149,15 +142,32 @@ def run(
     if levers:  # one change at a time to a plain U-Net step (benchmarks/levers.py)
         result["levers"] = measure_levers(dev=dev, **levers)
     for name in compile or []:  # the same step with trainer.compile=true
-        if name not in (utilisation or {}):
-            raise SystemExit(f"hpcgen: error: engine.compile names {name}, not a case of "
-                             f"engine.utilisation ({', '.join(utilisation or {})})")  # fmt: skip
-        overrides = [*utilisation[name], "trainer.compile=true"]
-        row = measure_utilisation(overrides, result["peak"]["matmul"]["flops_per_s"],
-                                  utilisation_repeats)  # fmt: skip
-        row["vs_eager"] = row["images_per_s"] / result["utilisation"][name]["images_per_s"]
-        result.setdefault("compiled", {})[name] = row
+        result.setdefault("compiled", {})[name] = _compiled(
+            name, utilisation or {}, result, utilisation_repeats
+        )
     return result
+
+
+def _overhead(name: str, steps: dict, batch: int, repeats: int) -> dict:
+    """One case's step timings in turns, each engine's against the plain step."""
+    timings = measure_in_turns(steps, repeats, warmup=2)
+    result = {name: timings}
+    for key in steps:
+        if key != "plain":
+            result[f"{name}_{key}_vs_plain"] = timings[key]["median"] / timings["plain"]["median"]
+    result[f"{name}_images_per_s_plain"] = batch / timings["plain"]["median"]
+    return result
+
+
+def _compiled(name: str, utilisation: dict, result: dict, repeats: int) -> dict:
+    """A utilisation case again with trainer.compile=true, against its eager row."""
+    if name not in utilisation:
+        raise SystemExit(f"hpcgen: error: engine.compile names {name}, not a case of "
+                         f"engine.utilisation ({', '.join(utilisation)})")  # fmt: skip
+    overrides = [*utilisation[name], "trainer.compile=true"]
+    row = measure_utilisation(overrides, result["peak"]["matmul"]["flops_per_s"], repeats)
+    row["vs_eager"] = row["images_per_s"] / result["utilisation"][name]["images_per_s"]
+    return row
 
 
 def measure_utilisation(overrides: list[str], peak_flops_per_s: float, repeats: int) -> dict:

@@ -78,8 +78,38 @@ def run(
     x0 = torch.rand(batch, 3, resolution, resolution, device=dev) * 2 - 1
     t = torch.randint(0, 1000, (batch,), device=dev)
     noise = torch.randn_like(x0)
+    steps = _steps(ours, theirs, DDPMScheduler, x0, t, noise, batch, dev)
+    flops = {"hpcgen": count_flops(steps["hpcgen_plain"]),
+             "diffusers": count_flops(steps["diffusers"])}  # fmt: skip
+    timings = measure_in_turns(steps, repeats, warmup=2)
+    images_per_s = {k: batch / v["median"] for k, v in timings.items()}
+    peak = peak_rates(dev, matmul_size, repeats=5)
+    rate = peak["matmul"]["flops_per_s"]
+    network = {"hpcgen_plain": "hpcgen", "hpcgen_deepspeed_stage0": "hpcgen",
+               "diffusers": "diffusers"}  # fmt: skip
+    utilisation = {k: flops[net] / timings[k]["median"] / rate for k, net in network.items()}
+    return {
+        "peak": peak,
+        "flops_per_step": flops,
+        "utilisation": utilisation,
+        "hpcgen_stage0_vs_diffusers": images_per_s["hpcgen_deepspeed_stage0"]
+        / images_per_s["diffusers"],
+        "config": {"preset": preset, "resolution": resolution, "batch": batch},
+        "parameters": {"hpcgen": n_ours, "diffusers": n_theirs, "diffusers_width": width},
+        "parameter_ratio": n_theirs / n_ours,
+        **timings,
+        "images_per_s": images_per_s,
+        "hpcgen_plain_vs_diffusers": images_per_s["hpcgen_plain"] / images_per_s["diffusers"],
+        "hpcgen_zero2_vs_diffusers": images_per_s["hpcgen_deepspeed_zero2"]
+        / images_per_s["diffusers"],
+        "targets": {"hpcgen_vs_diffusers": ">= 1.0", "parameter_ratio": "0.9 .. 1.1"},
+    }
+
+
+def _steps(ours, theirs, scheduler_kind, x0, t, noise, batch: int, dev) -> dict:
+    """The same DDPM batch through diffusers' step, ours on plain AdamW, ours under DeepSpeed."""
     diffusion = Diffusion.from_schedule("linear", 1000)
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+    scheduler = scheduler_kind(num_train_timesteps=1000, beta_schedule="linear")
 
     ours_plain = copy.deepcopy(ours).to(dev)
     opt_ours = torch.optim.AdamW(ours_plain.parameters(), lr=1e-4)
@@ -117,27 +147,4 @@ def run(
         "hpcgen_deepspeed_stage0": deepspeed_step(0),
         "hpcgen_deepspeed_zero2": deepspeed_step(2),
     }
-    flops = {"hpcgen": count_flops(our_step), "diffusers": count_flops(their_step)}
-    timings = measure_in_turns(steps, repeats, warmup=2)
-    images_per_s = {k: batch / v["median"] for k, v in timings.items()}
-    peak = peak_rates(dev, matmul_size, repeats=5)
-    rate = peak["matmul"]["flops_per_s"]
-    network = {"hpcgen_plain": "hpcgen", "hpcgen_deepspeed_stage0": "hpcgen",
-               "diffusers": "diffusers"}  # fmt: skip
-    utilisation = {k: flops[net] / timings[k]["median"] / rate for k, net in network.items()}
-    return {
-        "peak": peak,
-        "flops_per_step": flops,
-        "utilisation": utilisation,
-        "hpcgen_stage0_vs_diffusers": images_per_s["hpcgen_deepspeed_stage0"]
-        / images_per_s["diffusers"],
-        "config": {"preset": preset, "resolution": resolution, "batch": batch},
-        "parameters": {"hpcgen": n_ours, "diffusers": n_theirs, "diffusers_width": width},
-        "parameter_ratio": n_theirs / n_ours,
-        **timings,
-        "images_per_s": images_per_s,
-        "hpcgen_plain_vs_diffusers": images_per_s["hpcgen_plain"] / images_per_s["diffusers"],
-        "hpcgen_zero2_vs_diffusers": images_per_s["hpcgen_deepspeed_zero2"]
-        / images_per_s["diffusers"],
-        "targets": {"hpcgen_vs_diffusers": ">= 1.0", "parameter_ratio": "0.9 .. 1.1"},
-    }
+    return steps
