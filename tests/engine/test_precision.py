@@ -27,16 +27,7 @@ def cpu_has_fp16_kernels() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
 
 
-GAN_BF16_W_AVG = pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="models/stylegan.py MappingNetwork: w_avg (a buffer, bf16 under DeepSpeed's bf16) "
-    "lerps with the fp32 mapping output ('expected dtype float for `end`'); casting the mean to "
-    "w_avg's dtype there makes this test pass (checked), a fix for the models' owner",
-)
-
-
-@pytest.mark.parametrize("model", ["ddpm", pytest.param("gan", marks=GAN_BF16_W_AVG)])
+@pytest.mark.parametrize("model", ["ddpm", "gan"])
 def test_bf16_trains_with_finite_losses_and_resumes_bit_for_bit(model, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     bf16 = ["deepspeed.precision=bf16", "trainer.log_every_steps=1"]

@@ -77,11 +77,13 @@ class MappingNetwork(nn.Module):
             x = getattr(self, f"fc{i}")(x)  # (B, w_dim)
         if update_w_avg:
             with torch.no_grad():
-                self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+                # in x's dtype: DeepSpeed's bf16 casts this buffer, not the fp32 mapping output
+                mean = x.detach().mean(dim=0)
+                self.w_avg.copy_(mean.lerp(self.w_avg.to(mean.dtype), self.w_avg_beta))
         ws = x[:, None].repeat(1, self.num_ws, 1)  # (B, num_ws, w_dim)
         if psi != 1.0:  # StyleGAN, sec. 3.1: truncation w' = w_avg + psi (w - w_avg)
             cut = self.num_ws if truncation_cutoff is None else truncation_cutoff
-            ws = torch.cat([self.w_avg.lerp(ws[:, :cut], psi), ws[:, cut:]], dim=1)
+            ws = torch.cat([self.w_avg.to(ws.dtype).lerp(ws[:, :cut], psi), ws[:, cut:]], dim=1)
         return ws
 
 
