@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A SLURM cluster on this machine (munge + slurmctld + slurmd) for development and tests.
 #
-#   slurm/local-cluster.sh start [--nodes N]   install (apt, when missing and root), configure,
+#   slurm/local-cluster.sh start [--nodes N] [--cpus-per-node C]
+#                                              install (apt, when missing and root), configure,
 #                                              start, wait until every node is idle
 #   slurm/local-cluster.sh stop [--nodes N]    stop the daemons (state directory kept)
 #   slurm/local-cluster.sh status [--nodes N]  daemons, nodes and `sinfo`
@@ -15,21 +16,32 @@
 # with SLURM_CONF=$STATE-multi/slurm.conf), whose nodes hpcgen-node1..N each run in a network
 # namespace of their own (slurm/netns.sh) with the machine's cores split between them. `stop
 # --nodes N` removes the namespaces, the bridge and the /etc/hosts lines that `start` made.
+# --cpus-per-node C declares C CPUs on each node instead of an equal split of the cores: with
+# more than the machine has (e.g. 4 nodes x 2 on 2 cores) the nodes are a simulation whose jobs
+# share cores: right for testing how ranks meet and fail across hosts, wrong for timing.
 set -euo pipefail
 
-usage() { echo "usage: $0 start|stop|status [--nodes N]" >&2; exit 2; }
+usage() { echo "usage: $0 start|stop|status [--nodes N] [--cpus-per-node C]" >&2; exit 2; }
 COMMAND=${1:-}
 [ $# -gt 0 ] && shift
 NODES=1
+CPUS_PER_NODE=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --nodes) NODES=${2:-}; shift 2 || usage ;;
     --nodes=*) NODES=${1#--nodes=}; shift ;;
+    --cpus-per-node) CPUS_PER_NODE=${2:-}; shift 2 || usage ;;
+    --cpus-per-node=*) CPUS_PER_NODE=${1#--cpus-per-node=}; shift ;;
     *) usage ;;
   esac
 done
 case "$NODES" in
   ''|*[!0-9]*|0) echo "--nodes takes a positive whole number, not '$NODES'" >&2; exit 2 ;;
+esac
+case "$CPUS_PER_NODE" in
+  '') [ "$NODES" = 1 ] || CPUS_PER_NODE=$(($(nproc) / NODES)) ;;
+  *[!0-9]*|0) echo "--cpus-per-node takes a positive whole number, not '$CPUS_PER_NODE'" >&2; exit 2 ;;
+  *) [ "$NODES" != 1 ] || { echo "--cpus-per-node is for --nodes 2 or more" >&2; exit 2; } ;;
 esac
 
 STATE=${HPCGEN_SLURM_STATE:-/var/tmp/hpcgen-slurm}
@@ -71,7 +83,7 @@ slurmctld, slurmd, slurm-client and munge with your package manager"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurmctld slurmd slurm-client munge >/dev/null
 }
 
-node_lines() {  # node_lines CPUS MEM_MB HOST; N>1 splits the cores and the memory between nodes
+node_lines() {  # node_lines CPUS MEM_MB HOST; N>1: CPUS_PER_NODE each, the memory split
   local i
   if [ "$NODES" = 1 ]; then
     echo "NodeName=$NODE NodeHostname=$3 NodeAddr=127.0.0.1 CPUs=$1 RealMemory=$2 State=UNKNOWN"
@@ -79,7 +91,7 @@ node_lines() {  # node_lines CPUS MEM_MB HOST; N>1 splits the cores and the memo
   fi
   for i in $(seq "$NODES"); do
     echo "NodeName=$(node_name "$i") NodeHostname=$(node_name "$i") NodeAddr=$(node_addr "$i")" \
-      "CPUs=$(($1 / NODES)) RealMemory=$(($2 / NODES)) State=UNKNOWN"
+      "CPUs=$CPUS_PER_NODE RealMemory=$(($2 / NODES)) State=UNKNOWN"
   done
 }
 
@@ -129,6 +141,9 @@ EOF
     # cred_expire has passed: measured here, 23-37 s from a preemption to the restart
     printf '%s\n' "SlurmctldPort=$MULTI_CTLD_PORT" "SchedulerParameters=sched_interval=5" \
       >>"$CONF.new"
+    if [ $((CPUS_PER_NODE * NODES)) -gt "$cpus" ]; then  # slurmd would drain a node that
+      echo "SlurmdParameters=config_overrides" >>"$CONF.new"  # claims more CPUs than it has
+    fi
   fi
   node_lines "$cpus" "$mem_mb" "$host" >>"$CONF.new"
   echo "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO" \
@@ -223,25 +238,36 @@ start_nodes() {  # N>1: each slurmd in its node's namespace, under the node's ow
   done
 }
 
+# "N CPUS_PER_NODE" of the multi-node cluster whose daemons run now, or nothing
+running_shape() {
+  [ -f "$STATE/nodes" ] || return 0
+  running "$STATE/slurmctld.pid" || pgrep -f "slurmd -f $CONF" >/dev/null || return 0
+  cat "$STATE/nodes"
+}
+
 make_network() {
   local i cores
   cores=$(nproc)
-  [ "$cores" -ge "$NODES" ] || die "$NODES nodes need $NODES cores or more; this machine has $cores"
+  [ $((CPUS_PER_NODE * NODES)) -le "$cores" ] || log "simulated nodes: $NODES x $CPUS_PER_NODE" \
+    "CPUs on $cores core(s), so jobs share cores (for function, not timing)"
   check_subnet
   probe_kernel
-  if [ -f "$STATE/nodes" ] && [ "$(cat "$STATE/nodes")" != "$NODES" ]; then
-    die "a $(cat "$STATE/nodes")-node cluster is up: stop it first ($0 stop --nodes $(cat "$STATE/nodes"))"
-  fi
   mkdir -p "$STATE"
   make_bridge
   for i in $(seq "$NODES"); do make_node_netns "$i"; done
   add_hosts_lines "$NODES"
-  echo "$NODES" >"$STATE/nodes"
+  echo "$NODES $CPUS_PER_NODE" >"$STATE/nodes"
 }
 
 cmd_start() {
   [ "$(id -u)" = 0 ] || die "starting the local cluster needs root (munge and slurmd run as root)"
   install_packages
+  local up
+  up=$([ "$NODES" = 1 ] || running_shape)
+  if [ -n "$up" ] && [ "$up" != "$NODES $CPUS_PER_NODE" ]; then
+    set -- $up  # N C
+    die "a $1-node cluster ($2 CPU(s) a node) is up: stop it first ($0 stop --nodes $1)"
+  fi
   if all_running; then
     wait_idle
     return 0
@@ -266,7 +292,7 @@ cmd_start() {
   if [ "$NODES" = 1 ]; then
     log "ready: partition 'debug', $(nproc) CPUs, state in $STATE"
   else
-    log "ready: partition 'debug', $NODES nodes of $(($(nproc) / NODES)) CPU(s), state in $STATE;" \
+    log "ready: partition 'debug', $NODES nodes of $CPUS_PER_NODE CPU(s), state in $STATE;" \
       "use it with: export SLURM_CONF=$CONF"
   fi
 }

@@ -10,7 +10,7 @@ import torch
 
 from hpcgen.config import DataConfig
 from hpcgen.data.shards import ensure_shards, shard_paths
-from hpcgen.data.stream import ShardStream, to_unit_range
+from hpcgen.data.stream import ShardStream, dataset_tally, epoch_tally, to_unit_range
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +115,45 @@ def test_each_epoch_flips_its_own_half_of_the_images():
         crc = sum(crc_bit(0, k) == crc_bit(epoch, k) for k in keys) / len(keys)
         assert crc in (0.0, 1.0)  # the old coin: the whole epoch agrees or toggles
     assert 0.45 < sum(flipped(0, 0, k) for k in keys) / len(keys) < 0.55
+
+
+def _epoch0_states(shards, world: int, workers: int, resume_at: int | None = None) -> list[dict]:
+    """Each rank's stream state once all its readers have finished epoch 0 (and not epoch 1);
+    `resume_at`: restore a fresh stream from the state after that many batches first."""
+    states = []
+    for rank in range(world):
+
+        def make(rank=rank):
+            return ShardStream(shards, 3, rank, world, seed=11, shuffle_buffer=5,
+                               num_workers=workers)  # fmt: skip
+
+        stream, taken = make(), 0
+        while min(e for e, _ in stream.positions) < 1:
+            stream.next_batch()
+            taken += 1
+            if taken == resume_at:
+                saved, stream = stream.state_dict(), make()
+                stream.load_state_dict(saved)
+        states.append(stream.state_dict())
+        stream.close()
+    return states
+
+
+@pytest.mark.parametrize("n_shards", [8, 3])
+def test_the_tallies_of_an_epoch_add_up_to_the_data_set_read_once(shards, n_shards):
+    # 2 ranks x 2 workers: by shard (8 shards), or by sample position (3 shards < 4 readers)
+    whole = dataset_tally(shards[:n_shards])
+    assert whole[0] == 12 * n_shards
+    states = _epoch0_states(shards[:n_shards], 2, 2)
+    assert epoch_tally(states, 0) == whole
+    assert epoch_tally(_epoch0_states(shards[:n_shards], 2, 2, resume_at=3), 0) == whole
+    with pytest.raises(ValueError, match="rank 0 reader 0's last finished epoch is 0, not 1"):
+        epoch_tally(states, 1)
+
+
+def test_the_tally_catches_a_sample_read_twice_where_counts_agree(shards):
+    # rank 0's share read twice and rank 1's never: the counts add up, the digest does not
+    rank0, _ = _epoch0_states(shards[:8], 2, 2)
+    count, total = epoch_tally([rank0, rank0], 0)
+    whole = dataset_tally(shards[:8])
+    assert count == whole[0] == 96 and total != whole[1]

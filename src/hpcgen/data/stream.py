@@ -11,6 +11,12 @@ disagree on the number of batches.
 
 DataLoader returns batches from workers in turn (0, 1, ..., W-1, 0, ...); on resume the worker
 to be read next is mapped onto DataLoader worker 0, so the batch order continues exactly.
+
+Accounting: each reader tallies the samples it consumed in its current epoch, as a count and
+an order-free digest (the sum mod 2^64 of a hash of each sample's shard and key), and keeps the
+tally of the epoch it finished last; both are checkpointed with the position. Over all readers
+of all ranks, an epoch's counts add up to the data set and its digests to the data set's digest
+(`digest(...)`) exactly when every sample was read once: a duplicate and a gap do not cancel.
 """
 
 from __future__ import annotations
@@ -95,6 +101,71 @@ def tar_samples(
             yield sample
 
 
+def sample_digest(url: str, key: str) -> int:
+    """A sample's 64-bit hash: its shard's file name (not the path: hosts may mount the data
+    elsewhere) and its key."""
+    name = f"{url.rsplit('/', 1)[-1]}/{key}".encode()
+    return int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), "little")
+
+
+def digest(hashes: Iterator[int]) -> int:
+    """The order-free digest of a set of samples: the sum of their hashes mod 2^64."""
+    return sum(hashes) % (1 << 64)
+
+
+def dataset_tally(shards: list[str], limits: list[int] | None = None) -> tuple[int, int]:
+    """(samples, digest) of the whole data set, read straight from the shards: what the
+    finished tallies of one epoch add up to over every reader of every rank."""
+    caps = None if limits is None else dict(zip(shards, limits, strict=True))
+
+    def fail(err: Exception) -> bool:
+        raise err
+
+    found = [
+        sample_digest(s["__url__"], s["__key__"])
+        for s in tar_samples(iter({"url": u} for u in shards), fail, caps)
+    ]
+    return len(found), digest(iter(found))
+
+
+def epoch_tally(states: list[dict], epoch: int) -> tuple[int, int]:
+    """(samples, digest) of `epoch` over the streams' state_dicts of every rank; every reader
+    must have finished that epoch last (ValueError otherwise: run further, or look earlier)."""
+    count, total = 0, 0
+    for rank, state in enumerate(states):
+        for reader, tally in enumerate(state["tallies"]):
+            last = tally["finished"] and tally["finished"][0]
+            if last != epoch:
+                raise ValueError(f"rank {rank} reader {reader}'s last finished epoch is {last}, "
+                                 f"not {epoch}")  # fmt: skip
+            count, total = count + tally["finished"][1], total + tally["finished"][2]
+    return count, total % (1 << 64)
+
+
+class Tally:
+    """Samples a reader consumed in its current epoch (count, digest), and its last finished
+    epoch's: [epoch, count, digest], or None before the first ends."""
+
+    def __init__(self, count: int = 0, total: int = 0, finished: list[int] | None = None):
+        self.count, self.digest, self.finished = count, total, finished
+
+    def add(self, sample: dict) -> None:
+        self.count += 1
+        self.digest = (self.digest + sample_digest(sample["__url__"], sample["__key__"])) % (
+            1 << 64
+        )
+
+    def finish(self, epoch: int) -> None:
+        self.finished, self.count, self.digest = [epoch, self.count, self.digest], 0, 0
+
+    def state_dict(self) -> dict:
+        return {"count": self.count, "digest": self.digest, "finished": self.finished}
+
+    @classmethod
+    def from_state(cls, state: dict) -> Tally:
+        return cls(state["count"], state["digest"], state["finished"])
+
+
 class _Reader:
     """One reader's endless sequence of uint8 batches, with its position after each batch."""
 
@@ -110,10 +181,12 @@ class _Reader:
         epoch: int,
         consumed: int,
         limits: dict[str, int] | None = None,
+        tally: Tally | None = None,
     ) -> None:
         self.shards, self.slot, self.n_slots, self.limits = shards, slot, n_slots, limits
         self.seed, self.buffer, self.hflip, self.batch_size = seed, buffer, hflip, batch_size
         self.epoch, self.consumed, self.skipped = epoch, consumed, 0
+        self.tally = tally or Tally()
 
     def _raw_samples(self, epoch: int) -> Iterator[dict]:
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.shards))
@@ -167,17 +240,20 @@ class _Reader:
                         f"reader {self.slot} of {self.n_slots} got no sample in "
                         f"epoch {self.epoch}: fewer images than readers"
                     ) from None
+                self.tally.finish(self.epoch)
                 self.epoch, self.consumed, yielded_in_epoch = self.epoch + 1, 0, False
                 samples = self._raw_samples(self.epoch)
                 continue
             self.consumed, yielded_in_epoch = self.consumed + 1, True
+            self.tally.add(sample)
             image = self._decode(sample, self.epoch)
             if image is not None:
                 images.append(image)
             if len(images) == self.batch_size:
                 batch = torch.stack(images)  # (B, 3, H, W) uint8
                 skipped, self.skipped = self.skipped, 0
-                yield batch, {"epoch": self.epoch, "consumed": self.consumed, "skipped": skipped}
+                meta = {"epoch": self.epoch, "consumed": self.consumed, "skipped": skipped}
+                yield batch, {**meta, "tally": self.tally.state_dict()}
                 images = []
 
 
@@ -242,6 +318,7 @@ class ShardStream:
                 stacklevel=2,
             )
         self.positions = [(0, 0)] * self.n_readers  # (epoch, consumed) per reader
+        self.tallies = [Tally().state_dict() for _ in range(self.n_readers)]
         self.batches_taken, self.skipped = 0, 0
         self._iter: Iterator | None = None
 
@@ -250,6 +327,7 @@ class ShardStream:
             "world_size": self.world_size,
             "num_workers": self.n_readers,
             "positions": list(self.positions),
+            "tallies": [dict(t) for t in self.tallies],
             "batches_taken": self.batches_taken,
             "skipped": self.skipped,
         }
@@ -258,9 +336,13 @@ class ShardStream:
         self.skipped = int(state.get("skipped", 0))
         self._iter = None
         positions = [tuple(p) for p in state["positions"]]
+        fresh = [Tally().state_dict() for _ in range(self.n_readers)]
         if state["world_size"] == self.world_size and state["num_workers"] == self.n_readers:
             self.positions, self.batches_taken = positions, int(state["batches_taken"])
+            # a checkpoint of an older hpcgen has no tallies: they count from here on
+            self.tallies = [dict(t) for t in state.get("tallies", fresh)]
             return
+        self.tallies = fresh
         epoch = max(e for e, _ in positions) + 1
         warnings.warn(
             f"the data stream was saved with {state['world_size']} rank(s) x "
@@ -282,6 +364,7 @@ class ShardStream:
                 self.batch_size,
                 *self.positions[w],
                 self.limits,
+                Tally.from_state(self.tallies[w]),
             )
             for w in range(self.n_readers)
         ]
@@ -307,6 +390,7 @@ class ShardStream:
             self._iter = self._start()
         batch, meta = next(self._iter)
         self.positions[meta["reader"]] = (meta["epoch"], meta["consumed"])
+        self.tallies[meta["reader"]] = meta["tally"]
         self.batches_taken += 1
         self.skipped += meta["skipped"]
         return batch
