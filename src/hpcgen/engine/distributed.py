@@ -6,6 +6,7 @@ import atexit
 import logging
 import os
 import socket
+import warnings
 import zlib
 from dataclasses import dataclass
 
@@ -189,6 +190,14 @@ def init_distributed(layout: RankLayout, peer_timeout_s: float = DEFAULT_TIMEOUT
         torch.set_num_threads(int(os.environ["SLURM_CPUS_PER_TASK"]))
     # DeepSpeed's op probes compile test programs at import; their INFO lines are noise in logs
     logging.getLogger("compilers").setLevel(logging.WARNING)
+    # DeepSpeed 0.19's ZeRO calls the collectives torch 2.14 renamed: two FutureWarnings a
+    # step (122 lines in a 30-step GAN job's log), nothing a user can act on
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`torch\.distributed\.(reduce_scatter_tensor|all_gather_into_tensor)` is "
+        "deprecated",
+        category=FutureWarning,
+    )
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     import deepspeed  # after DS_ACCELERATOR: it picks its accelerator at import
 
