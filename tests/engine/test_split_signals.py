@@ -12,10 +12,12 @@ import time
 import pytest
 import torch
 
+from hpcgen.engine.checkpoint import FROM_RANK0, load_rank_state
 from hpcgen.engine.manifest import verify
 from hpcgen.engine.run_dir import checkpoint_dir, checkpoint_path, latest_step, rank_state_file
 from hpcgen.engine.run_record import last_metrics, read_run
 from tests.conftest import start_train_ranks
+from tests.test_slurm import _equal
 
 pytestmark = pytest.mark.slow
 
@@ -81,6 +83,12 @@ def test_a_signal_seen_by_one_rank_saves_the_same_step_on_both_and_both_leave(
     for rank in (0, 1):  # each rank saved its own state, at the same step
         state = torch.load(ckpt / rank_state_file(rank), weights_only=False)
         assert state["step"] == saved
+    # the EMA (equal on every rank) is in rank 0's file only; rank 1's loads it from there
+    own0, own1 = (torch.load(ckpt / rank_state_file(r), weights_only=True) for r in (0, 1))
+    assert "ema" not in own1["task"] and own1[FROM_RANK0] == {"task": ["ema"]}, own1.keys()
+    loaded = load_rank_state(ckpt, 1)
+    assert _equal(loaded["task"]["ema"], own0["task"]["ema"]) and FROM_RANK0 not in loaded
+    assert _equal(loaded["task"]["generator"], own1["task"]["generator"])
     assert not list((run / "checkpoints").glob(".tmp-*"))
     assert f"[hpcgen] {leaves} after saving" in out.read_text()
     print(f"signals {signals} after step {signalled_at}: both ranks {leaves} at step {saved}")

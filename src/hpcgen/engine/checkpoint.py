@@ -80,6 +80,30 @@ def saved_zero_stage(ckpt_dir: Path, legacy: int) -> int | None:
     return None
 
 
+FROM_RANK0 = "from_rank0"  # {part: [keys]} of a rank's state that only rank 0's file holds
+
+
+def _load_state_file(path: Path) -> dict[str, Any]:
+    try:  # tensors and plain values only: a pickle that runs code is refused here
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path} needs arbitrary unpickling, which hpcgen's writer never produces: "
+            f"refusing to load it ({str(err).splitlines()[0]})"
+        ) from err
+
+
+def load_rank_state(ckpt: Path, rank: int) -> dict[str, Any]:
+    """A rank's hpcgen state from a (verified) checkpoint, with what only rank 0's file keeps
+    for every rank (FROM_RANK0: the EMA) filled in from there."""
+    state = _load_state_file(ckpt / rank_state_file(rank))
+    shared = state.pop(FROM_RANK0, {})
+    rank0 = _load_state_file(ckpt / rank_state_file(0)) if shared else {}
+    for part, keys in shared.items():
+        state[part].update({k: rank0[part][k] for k in keys})
+    return state
+
+
 class CheckpointManager:
     """Save, commit, find and load checkpoints of one run directory."""
 
@@ -292,14 +316,7 @@ class CheckpointManager:
                 path, _ = engine.load_checkpoint(str(ckpt / key), tag=DEEPSPEED_TAG)
             if path is None:
                 raise CheckpointError(f"DeepSpeed could not load {ckpt / key}")
-        path = ckpt / rank_state_file(0 if changed else self.rank)
-        try:  # tensors and plain values only: a pickle that runs code is refused here
-            state = torch.load(path, weights_only=True)
-        except pickle.UnpicklingError as err:
-            raise CheckpointError(
-                f"{path} needs arbitrary unpickling, which hpcgen's writer never produces: "
-                f"refusing to load it ({str(err).splitlines()[0]})"
-            ) from err
+        state = load_rank_state(ckpt, 0 if changed else self.rank)
         rng = state.pop("rng")
         if changed:
             state["world_size_changed_from"] = saved_world

@@ -55,6 +55,8 @@ def layer_tables(generator: stylegan.Generator, discriminator: stylegan.Discrimi
 class GANTask:
     """The GAN's restartable training state: two engines, ADA's controller, counters."""
 
+    replicated = ("ema",)  # equal on every rank: rank 0's checkpoint file keeps it (TrainState)
+
     def __init__(self, cfg: TrainConfig, rank: int, world_size: int) -> None:
         self.cfg = mcfg = cfg.model  # type: ignore[assignment]
         assert isinstance(mcfg, GANConfig)

@@ -15,7 +15,7 @@ import torch
 from hpcgen.config import ConfigError, TrainConfig
 from hpcgen.data.shards import ensure_shards, first_images
 from hpcgen.data.stream import ShardStream, real_images, to_unit_range
-from hpcgen.engine.checkpoint import CheckpointManager, saved_zero_stage
+from hpcgen.engine.checkpoint import FROM_RANK0, CheckpointManager, saved_zero_stage
 from hpcgen.engine.deepspeed_engine import check_precision, resolve_zero_stage
 from hpcgen.engine.disk import estimated_bytes
 from hpcgen.engine.distributed import RankLayout, mean_over_ranks, print0
@@ -55,14 +55,24 @@ def hold_run_dir(run_dir: Path, layout: RankLayout, heartbeat_s: float) -> RunLe
 class TrainState:
     """Everything a checkpoint keeps beside the engines, registered once by name: the step and
     image counters, and named objects with state_dict / load_state_dict (the data stream's
-    position, the task's EMA, noise generator and counters). New state is a new name here."""
+    position, the task's EMA, noise generator and counters). New state is a new name here.
 
-    def __init__(self, **parts: Any) -> None:
-        self.step, self.images_seen, self.parts = 0, 0, parts
+    A part's `replicated` keys (the EMA: equal on every rank) are kept by rank 0 only; the
+    other ranks' state names them under FROM_RANK0 and the checkpointer fills them in from
+    rank 0's file at load. At 512 ranks of a 553M-parameter U-Net that is 2.2 GB a checkpoint
+    instead of 1.1 TB."""
+
+    def __init__(self, rank: int = 0, **parts: Any) -> None:
+        self.step, self.images_seen, self.rank, self.parts = 0, 0, rank, parts
 
     def state_dict(self) -> dict[str, Any]:
-        own = {"step": self.step, "images_seen": self.images_seen}
-        return own | {name: part.state_dict() for name, part in self.parts.items()}
+        own: dict[str, Any] = {"step": self.step, "images_seen": self.images_seen}
+        shared: dict[str, list[str]] = {}
+        for name, part in self.parts.items():
+            own[name] = part.state_dict()
+            if self.rank != 0 and getattr(part, "replicated", ()):
+                shared[name] = [k for k in part.replicated if own[name].pop(k, None) is not None]
+        return own | ({FROM_RANK0: shared} if shared else {})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step, self.images_seen = state["step"], state["images_seen"]
@@ -128,12 +138,12 @@ def build(
         layout.world_size,
         cfg.trainer.keep_last_ckpts,
         cfg.trainer.ckpt_milestone_every_steps,
-        estimated_bytes(task.parameters, layout.world_size),
+        estimated_bytes(task.parameters),
         zero_stage=cfg.deepspeed.zero_stage,
     )
     ckpts.warn_if_low_space()
     global_batch = cfg.trainer.batch_per_gpu * cfg.deepspeed.grad_accum_steps * layout.world_size
-    state = TrainState(stream=stream, task=task)
+    state = TrainState(layout.rank, stream=stream, task=task)
     job = Job(
         cfg, run_dir, layout, record, root, stream, task, ckpts, state, global_batch, signal_delay_s
     )

@@ -31,6 +31,8 @@ def _module_dtype(module: nn.Module) -> torch.dtype:
 class DDPMTask:
     """One DeepSpeed engine around the U-Net; the Improved-DDPM losses of diffusion/."""
 
+    replicated = ("ema",)  # equal on every rank: rank 0's checkpoint file keeps it (TrainState)
+
     def __init__(self, cfg: TrainConfig, rank: int, world_size: int) -> None:
         self.cfg = mcfg = cfg.model  # type: ignore[assignment]
         assert isinstance(mcfg, DDPMConfig)
