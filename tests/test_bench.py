@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tests.conftest import REPO
 
@@ -46,6 +47,9 @@ SUITES = {
             "engine.levers.preset=tiny",
             "engine.levers.resolution=16",
             "engine.levers.repeats=1",
+            "engine.levers.activation_checkpointing.preset=tiny",
+            "engine.levers.activation_checkpointing.resolution=16",
+            "engine.levers.activation_checkpointing.repeats=1",
         ],
         ["ddpm_zero1_vs_plain", "ddpm_zero2_vs_plain", "gan_zero2_vs_plain", "utilisation"],
     ),
@@ -129,6 +133,8 @@ def test_suite_writes_its_json(suite, tmp_path):
             assert case["achieved_flops_per_s"] == pytest.approx(case["utilisation"] * peak)
         levers = data["levers"]["vs_baseline"]
         assert levers["baseline"] == 1.0 and set(levers) >= {"channels_last", "attention_math"}
+        checkpointing = data["levers"]["activation_checkpointing"]
+        assert checkpointing["on_vs_off"] > 0 and checkpointing["peak_bytes_on_vs_off"] < 1
         compiled = data["compiled"]["ddpm_small"]
         assert compiled["compile_first_step_s"] > 0 and compiled["vs_eager"] > 0
         kinds = data["utilisation"]["gan_report"]["per_kind"]  # R1 and PL steps cost more
@@ -142,6 +148,16 @@ def test_suite_writes_its_json(suite, tmp_path):
     if suite == "checkpoint":  # a real training process saved the very step it was signalled at
         signalled = data["preemption"]["ddpm:tiny"]
         assert signalled["steps_lost_max"] == 0 and signalled["steps_after_signal_max"] <= 1
+
+
+def test_checkpointing_lever_times_and_counts_memory_each_way():
+    from hpcgen.benchmarks.levers import measure_checkpointing
+
+    row = measure_checkpointing("tiny", 16, 2, repeats=2, dev=torch.device("cpu"))
+    assert len(row["on_vs_off_per_turn"]["ratios"]) == 2 and row["on_vs_off"] > 0
+    off, on = row["memory"]["off"], row["memory"]["on"]
+    assert on["peak_bytes"] < off["peak_bytes"] and on["saved_tensors"] < off["saved_tensors"]
+    assert row["peak_bytes_on_vs_off"] == on["peak_bytes"] / off["peak_bytes"]
 
 
 def test_the_peer_network_has_our_parameter_count_within_ten_percent():
