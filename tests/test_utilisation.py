@@ -48,3 +48,22 @@ def test_gan_steps_of_each_kind_and_their_amortised_cost():
     assert _amortised({"plain": {"s": 10.0}, "r1_pl": {"s": 30.0}}, Cfg, "s") == pytest.approx(
         (15 * 10 + 30) / 16
     )
+
+
+def test_time_shares_group_a_convolution_steps_op_time_and_bound_what_the_rest_can_give():
+    from hpcgen.benchmarks.utilisation import op_kind, time_shares
+
+    assert [op_kind(n) for n in ("aten::convolution_backward", "aten::mkldnn_convolution",
+            "aten::bmm", "aten::native_group_norm", "aten::_foreach_mul_", "aten::silu")] == [
+        "convolution", "convolution", "matmul", "norm", "optimizer", "other"]  # fmt: skip
+    x = torch.randn(2, 16, 32, 32, requires_grad=True)
+    w = torch.randn(16, 16, 3, 3, requires_grad=True)
+
+    def step():
+        F.conv2d(F.silu(x), w, padding=1).square().sum().backward()
+
+    result = time_shares(step)
+    shares = result["shares"]
+    assert abs(sum(shares.values()) - 1) < 1e-9 and shares["convolution"] > 0
+    assert result["bound_by_conv"] == pytest.approx(1 / shares["convolution"])
+    assert time_shares(lambda: torch.mm(x.flatten(1), x.flatten(1).T))["bound_by_conv"] is None

@@ -7,6 +7,11 @@ measured in the same process: a dense fp32 matmul (the peak a step could reach) 
 convolution of U-Net-like shape (what its dominant kernel reaches alone). Utilisation is achieved
 FLOP/s (counted FLOPs / median step seconds) over the best measured rate.
 
+Where the time goes: one step under torch's profiler, each op's own time grouped by kind
+(convolution forward and backward, matmul, attention, norms, optimizer, the rest). On the CPU
+the convolutions run in oneDNN's kernels, which torch.compile calls as they are: the step's
+seconds over its convolution seconds bound what compiling the rest can give (`bound_by_conv`).
+
 A GAN step's cost depends on the step: lazy R1 runs every r1_interval steps and the path-length
 penalty every pl_interval, so three steps are counted and timed (plain, PL only, R1 and PL) and
 the amortised step is plain + PL extra / pl_interval + R1 extra / r1_interval.
@@ -45,6 +50,41 @@ def count_flops(fn: Callable[[], object]) -> int:
     with _GlobalFlopCounter(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
+
+
+KINDS = (  # the first whose words appear in an op's name takes its time
+    ("convolution", ("conv",)),
+    ("attention", ("attention", "sdpa", "flash")),
+    ("matmul", ("mm", "matmul", "linear")),
+    ("norm", ("norm",)),
+    ("optimizer", ("_foreach", "adam")),
+)
+
+
+def op_kind(name: str) -> str:
+    name = name.lower()
+    return next((kind for kind, words in KINDS if any(w in name for w in words)), "other")
+
+
+def time_shares(fn: Callable[[], object]) -> dict:
+    """Fractions of one run of fn's op time by kind, and the step's time over its convolution
+    time: how much faster the step could get if everything but convolution took no time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.cuda.is_available()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        fn()
+    totals: dict[str, float] = {}
+    for event in prof.key_averages():
+        own = event.self_device_time_total if cuda else event.self_cpu_time_total
+        totals[op_kind(event.key)] = totals.get(op_kind(event.key), 0.0) + own
+    whole = sum(totals.values()) or 1.0
+    conv = totals.get("convolution", 0.0)
+    return {
+        "shares": {k: v / whole for k, v in sorted(totals.items(), key=lambda kv: -kv[1])},
+        "bound_by_conv": whole / conv if conv else None,
+    }
 
 
 def peak_rates(
@@ -99,7 +139,7 @@ def step_utilisation(
     if not hasattr(task, "steps"):  # the DDPM: every step alike
         flops = count_flops(step)
         seconds = measure(step, repeats=repeats, warmup=warmup)["median"]
-        per_kind = None
+        per_kind, profiled = None, step
     else:
         m = task.cfg
         kinds = _gan_step_kinds(m.r1_interval, m.pl_interval, m.r1_gamma > 0, m.pl_weight > 0)
@@ -114,6 +154,11 @@ def step_utilisation(
                 "flops": count_flops(at),
                 "seconds": measure(at, repeats=repeats, warmup=warmup)["median"],
             }
+
+        def profiled(at: int = kinds.get("plain", 0)) -> None:  # a plain step where there is one
+            task.steps = at
+            step()
+
         flops, seconds = _amortised(per_kind, m, "flops"), _amortised(per_kind, m, "seconds")
     achieved = flops / seconds
     return {
@@ -122,6 +167,7 @@ def step_utilisation(
         "images_per_s": batch / seconds,
         "achieved_flops_per_s": achieved,
         "utilisation": achieved / peak_flops_per_s,
+        "time": time_shares(profiled),
         **({"per_kind": per_kind} if per_kind else {}),
     }
 
