@@ -12,6 +12,7 @@ from torch import nn
 
 from hpcgen.config import DDPMConfig, GANConfig, TrainConfig
 from hpcgen.diffusion.gaussian import Diffusion, ddim_sample, ddpm_sample, parse_sampler, respace
+from hpcgen.gan.choices import REDUCED_PRECISIONS
 from hpcgen.gan.interpolate import seeded_latents
 from hpcgen.models import stylegan
 from hpcgen.models.unet import build_unet
@@ -32,7 +33,7 @@ def reduced_dtype(mcfg: GANConfig, cuda: bool) -> torch.dtype:
     choice = mcfg.reduced_precision
     if choice == "auto":
         choice = "bf16" if cuda else "none"
-    return {"none": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[choice]
+    return getattr(torch, REDUCED_PRECISIONS[choice])
 
 
 def gan_networks(

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hpcgen.config.checks import ConfigError, check_choice, check_positive
+from hpcgen.data.choices import DATA_SOURCES, EXTENSIONS, FILTERS
 
-DATA_SOURCES = ("synthetic", "lsun_bedroom", "folder")  # one configs/data/<name>.yaml each
 # configs/data/synthetic.yaml's directory, resolved when Hydra composes (HPCGEN_DATA_DIR, the
 # resolution and the set's size name it); a DataConfig built in Python is given its root
 SYNTHETIC_ROOT = (
@@ -34,8 +34,6 @@ class DataConfig:
     max_images: int | None = None  # train on the first N images of the shards (null: all)
 
     def __post_init__(self) -> None:
-        from hpcgen.data.shards import EXTENSIONS, FILTERS  # it imports this module
-
         check_choice("data.name", self.name, DATA_SOURCES)
         if self.max_images is not None and (
             isinstance(self.max_images, bool)

@@ -1,7 +1,9 @@
 """model.*: the DDPM and the GAN, one schema each (configs/model/ddpm.yaml, gan.yaml).
 
-The choices of a field come from the module that implements them (diffusion/gaussian.py,
-gan/losses.py, gan/augment.py, models/*.py PRESETS), imported when a config is checked.
+The choices of a field come from the module that implements them: torch-free leaves imported
+here (gan/choices.py: augmentations, reduced precision; engine/choices.py: timestep samplers),
+and the maths (diffusion/gaussian.py, gan/losses.py, models/*.py PRESETS), which imports torch,
+only when a config is checked.
 """
 
 from __future__ import annotations
@@ -9,10 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hpcgen.config.checks import ConfigError, check_choice, check_positive
-
-DDPM_LOSSES = ("simple", "hybrid", "vlb")  # diffusion/gaussian.py training_losses' loss=
-TIMESTEP_SAMPLERS = ("uniform", "loss_aware")  # engine/tasks.py: LossAwareSampler or uniform
-REDUCED_PRECISIONS = ("auto", "none", "bf16", "fp16")  # networks.py: the GAN's block dtype
+from hpcgen.engine.choices import TIMESTEP_SAMPLERS
+from hpcgen.gan.choices import AUGMENTATIONS, REDUCED_PRECISIONS
 
 
 @dataclass
@@ -49,6 +49,7 @@ class DDPMConfig:
             VARIANCES,
             parse_sampler,
         )
+        from hpcgen.diffusion.gaussian import LOSSES as DDPM_LOSSES
         from hpcgen.models.unet import PRESETS
 
         check_choice("model.name", self.name, ("ddpm",))
@@ -95,9 +96,7 @@ class DDPMConfig:
 
 
 def _all_augmentations() -> list[str]:
-    """ADA's full "bgc" pipeline in its order, as gan/augment.py defines it."""
-    from hpcgen.gan.augment import AUGMENTATIONS
-
+    """ADA's full "bgc" pipeline in its order, as gan/augment.py applies it."""
     return list(AUGMENTATIONS)
 
 
@@ -137,7 +136,6 @@ class GANConfig:
     unrolled_lr: float | None = None  # step size of the look-ahead (null: lr_d)
 
     def __post_init__(self) -> None:
-        from hpcgen.gan.augment import AUGMENTATIONS
         from hpcgen.gan.losses import LOSSES
         from hpcgen.models.stylegan import PRESETS
 

@@ -6,11 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hpcgen.config.checks import ConfigError, check_choice, check_positive
-
-ZERO_STAGES = (0, 1, 2, 3)  # configs/deepspeed/zero1|2|3.yaml; 0 is what one rank runs
-PRECISIONS = ("fp32", "bf16", "fp16")  # engine/deepspeed_engine.py: DeepSpeed's fp16/bf16 blocks
-OPTIMIZERS = ("adamw", "adam")  # engine/deepspeed_engine.py: torch.optim.AdamW or Adam
-LR_SCHEDULES = ("constant", "cosine")  # engine/deepspeed_engine.py: after the warm-up
+from hpcgen.engine.choices import LR_SCHEDULES, OPTIMIZERS, PRECISIONS, ZERO_STAGES
 
 
 @dataclass

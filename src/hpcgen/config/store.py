@@ -26,7 +26,7 @@ from hpcgen.config.runtime import (
 from hpcgen.config.train import TrainConfig
 
 
-def _defaults_of(cls: type) -> Any:
+def defaults_of(cls: type) -> Any:
     """A section's defaults as OmegaConf reads them from the class, without building one:
     __post_init__ may normalise (EvalDuringTrainingConfig turns settings=null into {}, and
     Hydra can add no key to an empty mapping)."""
@@ -38,14 +38,14 @@ class TrainSchema(TrainConfig):
     """configs/train.yaml's root: TrainConfig's fields and defaults, plus launch/train.py's own
     keys. The group-selected sections are left to their groups' schemas: `model` because
     OmegaConf cannot type a Union of two dataclasses, data and deepspeed so that registering
-    builds none of them (DataConfig's checks import data/shards.py, which imports this)."""
+    builds none of them (their groups' options choose and then check them)."""
 
     model: Any = MISSING  # model=ddpm|gan: model/ddpm_schema or model/gan_schema
     data: Any = MISSING  # data=...: data/data_schema
-    trainer: TrainerConfig = _defaults_of(TrainerConfig)
+    trainer: TrainerConfig = defaults_of(TrainerConfig)
     deepspeed: Any = MISSING  # deepspeed=zero1|zero2|zero3: deepspeed/deepspeed_schema
-    logger: LoggerConfig = _defaults_of(LoggerConfig)
-    eval: EvalDuringTrainingConfig = _defaults_of(EvalDuringTrainingConfig)
+    logger: LoggerConfig = defaults_of(LoggerConfig)
+    eval: EvalDuringTrainingConfig = defaults_of(EvalDuringTrainingConfig)
     # true: check every job, print what the sweep creates and costs; nothing runs
     dry_run: bool = False
     gpu_bench: str | None = None  # bench/gpu.json of launch/bench.py suite=gpu: the dry run's rates

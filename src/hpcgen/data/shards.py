@@ -28,18 +28,12 @@ from PIL import Image
 
 import hpcgen
 from hpcgen.config import ConfigError, DataConfig
+from hpcgen.data.choices import EXTENSIONS, FILTERS
 from hpcgen.data.decode import decode_rgb
 from hpcgen.data.sources import open_source
 
 SHARD_MANIFEST = "manifest.json"
 FORMAT_VERSION = 2
-FILTERS = {
-    "lanczos": Image.Resampling.LANCZOS,
-    "box": Image.Resampling.BOX,
-    "bicubic": Image.Resampling.BICUBIC,
-    "bilinear": Image.Resampling.BILINEAR,
-}
-EXTENSIONS = {"png": "img.png", "jpeg": "img.jpg", "webp": "img.webp"}
 
 
 def data_root(cfg: DataConfig) -> Path:
@@ -55,7 +49,7 @@ def preprocess(raw: bytes, resolution: int, resample: str) -> tuple[Image.Image,
     left, top = (im.width - side) // 2, (im.height - side) // 2
     im = im.crop((left, top, left + side, top + side))
     if side != resolution:
-        im = im.resize((resolution, resolution), FILTERS[resample])
+        im = im.resize((resolution, resolution), Image.Resampling[FILTERS[resample]])
     return im, size
 
 

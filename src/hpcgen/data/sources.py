@@ -13,7 +13,12 @@ import zipfile
 from pathlib import Path
 
 from hpcgen.config import ConfigError
+from hpcgen.data.choices import DATA_SOURCES
 from hpcgen.data.synthetic import toy_bedroom
+
+# open_source's three branches (folder: a folder or a zip): a source added to DATA_SOURCES fails
+# to unpack here until it has one
+SYNTHETIC, LSUN_BEDROOM, FOLDER = DATA_SOURCES
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -134,12 +139,12 @@ class SyntheticSource:
 
 def open_source(name: str, source: str | None, num_samples: int, resolution: int):
     """The source named by data.name / data.source."""
-    if name == "synthetic":
+    if name == SYNTHETIC:
         return SyntheticSource(num_samples, resolution)
     if not source:
         raise ConfigError(f"data={name} needs data.source=<path of the images to prepare>")
     path = Path(source).expanduser().resolve()
-    if name == "lsun_bedroom" or (path / "data.mdb").is_file():
+    if name == LSUN_BEDROOM or (path / "data.mdb").is_file():
         return LMDBSource(path)
     if path.suffix.lower() == ".zip":
         return ZipSource(path)

@@ -16,6 +16,7 @@ import torch
 
 PARAMETERISATIONS = ("eps", "x0", "mu")
 VARIANCES = ("fixed_small", "fixed_large", "learned_range")
+LOSSES = ("simple", "hybrid", "vlb")  # training_losses' loss=
 
 
 # Ho et al. 2020, sec. 4: beta_t linear from 1e-4 to 0.02 at T = 1000 (scaled for other T)
@@ -246,6 +247,8 @@ def training_losses(
     decoder_cdf: str = "tanh",
 ) -> dict[str, torch.Tensor]:
     """Per-example losses (B,): 'loss' plus 'mse' and 'vlb' where they apply."""
+    if loss not in LOSSES:
+        raise ValueError(f"loss={loss!r}: choose one of {', '.join(LOSSES)}")
     xt = q_sample(d, x0, t, noise)
     output = model(xt, d.timesteps.to(t.device)[t])
     c = x0.shape[1]

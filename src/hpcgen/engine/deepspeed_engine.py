@@ -10,6 +10,10 @@ import torch
 from torch import nn
 
 from hpcgen.config import ConfigError, DeepSpeedConfig
+from hpcgen.engine.choices import LR_SCHEDULES, OPTIMIZERS, PRECISIONS
+
+# lr_factor's two branches: a schedule added to LR_SCHEDULES fails to unpack here until it has one
+CONSTANT, COSINE = LR_SCHEDULES
 
 
 def ds_config(cfg: DeepSpeedConfig, batch_per_gpu: int, world_size: int) -> dict[str, Any]:
@@ -88,10 +92,10 @@ def make_engine(
 
     # DeepSpeed casts parameters to bf16/fp16 but not buffers (BatchNorm statistics): cast both
     model = model.to(compute_dtype(cfg))
-    kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    kind = getattr(torch.optim, OPTIMIZERS[cfg.optimizer])
     optimizer = kind(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
     schedule = None
-    if cfg.warmup_steps > 0 or cfg.lr_schedule != "constant":
+    if cfg.warmup_steps > 0 or cfg.lr_schedule != CONSTANT:
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
     engine, _, _, _ = deepspeed.initialize(
         model=model,
@@ -124,7 +128,7 @@ def lr_factor(step: int, cfg: DeepSpeedConfig) -> float:
     linear warm-up to 1, then constant or a half-cosine down to min_lr_ratio at decay_steps."""
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
-    if cfg.lr_schedule == "constant":
+    if cfg.lr_schedule == CONSTANT:
         return 1.0
     decay_steps = cfg.decay_steps or cfg.warmup_steps + 1
     progress = min(1.0, (step - cfg.warmup_steps) / max(decay_steps - cfg.warmup_steps, 1))
@@ -132,4 +136,4 @@ def lr_factor(step: int, cfg: DeepSpeedConfig) -> float:
 
 
 def compute_dtype(cfg: DeepSpeedConfig) -> torch.dtype:
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+    return getattr(torch, PRECISIONS[cfg.precision])

@@ -12,12 +12,17 @@ from hpcgen.config import DDPMConfig, TrainConfig
 from hpcgen.data.stream import to_unit_range
 from hpcgen.diffusion.gaussian import Diffusion, training_losses
 from hpcgen.diffusion.timesteps import LossAwareSampler
+from hpcgen.engine.choices import TIMESTEP_SAMPLERS
 from hpcgen.engine.deepspeed_engine import make_engine
 from hpcgen.engine.distributed import gather_from_ranks
 from hpcgen.engine.ema import EMA, ddpm_ema_beta
 from hpcgen.engine.gan_task import GANTask
 from hpcgen.networks import build_networks, compile_networks, sample
 from hpcgen.seeds import image_seeds, noise_generator
+
+# DDPMTask's two ways to draw timesteps: a sampler added to TIMESTEP_SAMPLERS fails to unpack
+# here until it has one
+UNIFORM, LOSS_AWARE = TIMESTEP_SAMPLERS
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -57,7 +62,7 @@ class DDPMTask:
         self.ema.to(self.engine.device)
         self.diffusion = Diffusion.from_schedule(mcfg.schedule, mcfg.diffusion_steps)
         self.timesteps = (
-            LossAwareSampler(self.diffusion.T) if mcfg.timestep_sampler == "loss_aware" else None
+            LossAwareSampler(self.diffusion.T) if mcfg.timestep_sampler == LOSS_AWARE else None
         )
         self.generator = noise_generator(self.engine.device, cfg.seed, rank)
 

@@ -18,9 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-GEOMETRIC = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac")
-COLOUR = ("brightness", "contrast", "lumaflip", "hue", "saturation")
-AUGMENTATIONS = GEOMETRIC + COLOUR
+from hpcgen.gan.choices import AUGMENTATIONS
 
 # ADA, appendix B ("bgc"): the spread of each augmentation's parameter
 SPREAD = dict(
