@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from hpcgen.data.shards import shard_paths
-from hpcgen.data.stream import dataset_tally, epoch_tally
+from hpcgen.data.tally import dataset_tally, epoch_tally
 from hpcgen.engine.run_record import read_run
 from tests.conftest import REPO
 from tests.test_multinode import CLUSTER, MULTI_CONF, _final_states, _logs, _train

@@ -10,7 +10,8 @@ import torch
 
 from hpcgen.config import DataConfig
 from hpcgen.data.shards import ensure_shards, shard_paths
-from hpcgen.data.stream import ShardStream, dataset_tally, epoch_tally, to_unit_range
+from hpcgen.data.stream import ShardStream, to_unit_range
+from hpcgen.data.tally import dataset_tally, epoch_tally
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,8 @@ disagree on the number of batches.
 DataLoader returns batches from workers in turn (0, 1, ..., W-1, 0, ...); on resume the worker
 to be read next is mapped onto DataLoader worker 0, so the batch order continues exactly.
 
-Accounting: each reader tallies the samples it consumed in its current epoch, as a count and
-an order-free digest (the sum mod 2^64 of a hash of each sample's shard and key), and keeps the
-tally of the epoch it finished last; both are checkpointed with the position. Over all readers
-of all ranks, an epoch's counts add up to the data set and its digests to the data set's digest
-(`digest(...)`) exactly when every sample was read once: a duplicate and a gap do not cancel.
+Accounting: each reader keeps a per-epoch tally of what it consumed (data/tally.py), checkpointed
+with its position, so every sample read once per epoch across hosts can be checked.
 """
 
 from __future__ import annotations
@@ -35,135 +32,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from hpcgen.data.decode import decode_shard_image
 from hpcgen.data.shards import shard_paths
-
-
-def _tar_members(path: str) -> Iterator[tuple[str, bytes]]:
-    """(name, bytes) of the regular files of a tar, in order: a plain 512-byte-block parser
-    (about 10x faster than tarfile for small members), honouring pax and GNU long names."""
-    long_name = None
-    with open(path, "rb", buffering=1 << 20) as f:
-        while True:
-            header = f.read(512)
-            if len(header) < 512 or header == b"\0" * 512:
-                return
-            size = int(header[124:136].rstrip(b"\0 ") or b"0", 8)
-            data = f.read(size)
-            if len(data) < size:
-                raise ValueError(f"{path} is truncated")
-            f.seek((-size) % 512, 1)  # members are padded to whole blocks
-            kind = header[156:157]
-            if kind == b"x":  # pax extended header: may carry the next member's path
-                for record in data.split(b"\n"):
-                    if b" path=" in record:
-                        long_name = record.split(b" path=", 1)[1].decode()
-            elif kind == b"L":  # GNU long name
-                long_name = data.rstrip(b"\0").decode()
-            elif kind in (b"0", b"\0"):
-                name = (
-                    long_name
-                    or (
-                        header[345:500].rstrip(b"\0")
-                        + b"/" * bool(header[345:346].strip(b"\0"))
-                        + header[0:100].rstrip(b"\0")
-                    ).decode()
-                )
-                long_name = None
-                yield name, data
-
-
-def tar_samples(
-    sources: Iterator[dict], handler, limits: dict[str, int] | None = None
-) -> Iterator[dict]:
-    """webdataset pipeline stage: shard urls -> samples grouped by key (as tarfile_to_samples);
-    `limits` caps the samples read from a shard (its leading ones: data.max_images)."""
-    for source in sources:
-        url, sample = source["url"], None
-        left = (limits or {}).get(url)
-        try:
-            for name, data in _tar_members(url):
-                slash = name.rfind("/") + 1
-                dot = name.find(".", slash)
-                if dot < 0:
-                    continue
-                key, suffix = name[:dot], name[dot + 1 :]
-                if sample is None or sample["__key__"] != key:
-                    if sample is not None:
-                        yield sample
-                        left = None if left is None else left - 1
-                        if left == 0:
-                            sample = None
-                            break
-                    sample = {"__key__": key, "__url__": url}
-                sample[suffix] = data
-        except (OSError, ValueError) as err:
-            handler(err)
-        if sample is not None:
-            yield sample
-
-
-def sample_digest(url: str, key: str) -> int:
-    """A sample's 64-bit hash: its shard's file name (not the path: hosts may mount the data
-    elsewhere) and its key."""
-    name = f"{url.rsplit('/', 1)[-1]}/{key}".encode()
-    return int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), "little")
-
-
-def digest(hashes: Iterator[int]) -> int:
-    """The order-free digest of a set of samples: the sum of their hashes mod 2^64."""
-    return sum(hashes) % (1 << 64)
-
-
-def dataset_tally(shards: list[str], limits: list[int] | None = None) -> tuple[int, int]:
-    """(samples, digest) of the whole data set, read straight from the shards: what the
-    finished tallies of one epoch add up to over every reader of every rank."""
-    caps = None if limits is None else dict(zip(shards, limits, strict=True))
-
-    def fail(err: Exception) -> bool:
-        raise err
-
-    found = [
-        sample_digest(s["__url__"], s["__key__"])
-        for s in tar_samples(iter({"url": u} for u in shards), fail, caps)
-    ]
-    return len(found), digest(iter(found))
-
-
-def epoch_tally(states: list[dict], epoch: int) -> tuple[int, int]:
-    """(samples, digest) of `epoch` over the streams' state_dicts of every rank; every reader
-    must have finished that epoch last (ValueError otherwise: run further, or look earlier)."""
-    count, total = 0, 0
-    for rank, state in enumerate(states):
-        for reader, tally in enumerate(state["tallies"]):
-            last = tally["finished"] and tally["finished"][0]
-            if last != epoch:
-                raise ValueError(f"rank {rank} reader {reader}'s last finished epoch is {last}, "
-                                 f"not {epoch}")  # fmt: skip
-            count, total = count + tally["finished"][1], total + tally["finished"][2]
-    return count, total % (1 << 64)
-
-
-class Tally:
-    """Samples a reader consumed in its current epoch (count, digest), and its last finished
-    epoch's: [epoch, count, digest], or None before the first ends."""
-
-    def __init__(self, count: int = 0, total: int = 0, finished: list[int] | None = None):
-        self.count, self.digest, self.finished = count, total, finished
-
-    def add(self, sample: dict) -> None:
-        self.count += 1
-        self.digest = (self.digest + sample_digest(sample["__url__"], sample["__key__"])) % (
-            1 << 64
-        )
-
-    def finish(self, epoch: int) -> None:
-        self.finished, self.count, self.digest = [epoch, self.count, self.digest], 0, 0
-
-    def state_dict(self) -> dict:
-        return {"count": self.count, "digest": self.digest, "finished": self.finished}
-
-    @classmethod
-    def from_state(cls, state: dict) -> Tally:
-        return cls(state["count"], state["digest"], state["finished"])
+from hpcgen.data.tally import Tally
+from hpcgen.data.tar import tar_samples
 
 
 class _Reader:
