@@ -18,8 +18,8 @@ from torch.nn import functional as F
 from hpcgen.benchmarks.common import device, measure_in_turns
 from hpcgen.benchmarks.levers import measure_levers
 from hpcgen.benchmarks.utilisation import peak_rates, step_utilisation
-from hpcgen.cli.compose import compose_jobs, to_train_config
 from hpcgen.config import DeepSpeedConfig
+from hpcgen.config.compose import compose_jobs, to_train_config
 from hpcgen.engine.deepspeed_engine import make_engine, resolve_zero_stage
 from hpcgen.engine.distributed import detect_layout, init_distributed
 from hpcgen.engine.tasks import build_task

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from hpcgen.cli.compose import compose_jobs, resolve_plain
 from hpcgen.config import TrainConfig
+from hpcgen.config.compose import compose_jobs, resolve_plain
 from hpcgen.data.shards import ensure_shards, shard_paths
 from hpcgen.data.stream import ShardStream, to_unit_range
 from hpcgen.engine.ema import EMA, ddpm_ema_beta
