@@ -166,6 +166,34 @@ def test_a_value_of_the_wrong_type_fails_at_composition_naming_the_field():
         compose_jobs(["trainer.max_steps=many"], "train")
 
 
+def test_evaluate_yaml_holds_no_default_and_composes_to_the_dataclass_defaults():
+    from hpcgen.cli.evaluate import EvaluateSchema  # registers evaluate_schema
+    from hpcgen.eval.evaluate import EvalConfig
+
+    text = yaml.safe_load((REPO / "configs" / "evaluate.yaml").read_text())
+    assert text["defaults"][0] == "evaluate_schema" and set(text) == {"defaults", "hydra"}
+    composed = resolve_plain(compose_jobs(["run=/r"], "evaluate")[0])
+    assert composed.pop("eval") == dataclasses.asdict(EvalConfig())
+    own = {f.name: f.default for f in dataclasses.fields(EvaluateSchema) if f.name != "eval"}
+    assert composed == {**own, "run": "/r"}
+
+
+@pytest.mark.parametrize(
+    "arg,message",
+    [("eval.batch=many", "eval.batch=many.*eval.batch"), ("eval.extractor=x", "extractor='x'")],
+)
+def test_evaluate_rejects_bad_input_in_one_line_with_status_2(arg, message, tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, str(REPO / "launch" / "evaluate.py"), f"run={tmp_path}", arg]
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("hpcgen: error: ") and re.search(message, lines[0]), lines[0]
+
+
 def test_sweep_expands_to_cartesian_product():
     combos = expand_sweep(["model=ddpm,gan", "seed=1,2", "trainer.max_steps=5"])
     assert len(combos) == 4

@@ -5,23 +5,45 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
 from rich.console import Console
 from rich.table import Table
 
 from hpcgen import slurm
 from hpcgen.cli.compose import compose_jobs, fail, resolve_plain
 from hpcgen.config import ConfigError, build_section
+from hpcgen.config.store import defaults_of
 from hpcgen.eval.evaluate import (
     EvalConfig,
     build_manifest,
     evaluate_checkpoint,
     read_manifest_entry,
 )
+
+
+@dataclass
+class EvaluateSchema:
+    """configs/evaluate.yaml's root: launch/evaluate.py's keys and eval.* (EvalConfig, in
+    eval/evaluate.py). Registered here, not in config/store.py: EvalConfig's module imports the
+    evaluation stack (torch), which `import hpcgen.config` must not."""
+
+    run: str = MISSING  # a run directory, or the sweep directory of a multirun
+    select: str = "all"  # latest | milestones | all | step_N (select_checkpoints)
+    force: bool = False  # re-evaluate checkpoints that already have a result
+    dry_run: bool = False  # write the manifest and print the sbatch line for eval_array.sbatch
+    manifest: str | None = None  # set by the array: evaluate one entry of this manifest ...
+    task: int | None = None  # ... this one
+    eval: EvalConfig = defaults_of(EvalConfig)
+    max_parallel: int = 8  # SLURM: array tasks running at once
+
+
+ConfigStore.instance().store(name="evaluate_schema", node=EvaluateSchema, provider="hpcgen")
 
 
 def to_eval_config(cfg: DictConfig) -> EvalConfig:
@@ -43,12 +65,19 @@ def max_array_size() -> int | None:
 
 
 def evaluate_array_argv(argv: list[str]) -> list[str]:
-    """On SLURM: write the manifest here, then run its entries as one array (task=range(N))."""
-    if "hydra/launcher=slurm" not in argv or any(a.startswith("task=") for a in argv):
-        return argv
+    """Check the config first (a bad value: one line, status 2, as before Hydra composes it
+    against EvaluateSchema); on SLURM, write the manifest here, then run its entries as one
+    array (task=range(N))."""
+    if any(a.startswith("-") and a not in ("-m", "--multirun") for a in argv):
+        return argv  # --help, --cfg, -cn ...: Hydra's own business
+    array = "hydra/launcher=slurm" in argv and not any(a.startswith("task=") for a in argv)
     try:
-        (job,) = compose_jobs([a for a in argv if not a.startswith("-")], "evaluate")
-        to_eval_config(job)
+        jobs = compose_jobs([a for a in argv if not a.startswith("-")], "evaluate")
+        for job in jobs:
+            to_eval_config(job)
+        if not array:
+            return argv
+        (job,) = jobs
         ok, why = slurm.reachable()
         if not ok:
             raise ConfigError(f"hydra/launcher=slurm but SLURM is not reachable: {why}")

@@ -61,10 +61,12 @@ SELECT = "latest | milestones | all | step_N"
 
 @dataclass
 class EvalConfig:
-    num_samples: int = 50_000
-    ref_samples: int = 50_000
-    extractor: str = "inception"  # inception | tiny-test (not comparable to published FIDs)
-    weights_dir: str | None = None
+    """eval.* of configs/evaluate.yaml (cli/evaluate.py's EvaluateSchema) and eval.settings."""
+
+    num_samples: int = 50_000  # generated images per checkpoint, as published FIDs use
+    ref_samples: int = 50_000  # real images for the reference statistics (capped at the dataset)
+    extractor: str = "inception"  # inception | tiny-test (a tiny random net: not comparable)
+    weights_dir: str | None = None  # $HPCGEN_WEIGHTS or ~/.cache/hpcgen/weights (stage_weights)
     sampler: str | None = None  # DDPM; default ddim50
     batch: int = 64
     kid_subsets: int = 100
@@ -72,8 +74,8 @@ class EvalConfig:
     prc_k: int = PRC_NEIGHBOURS  # precision/recall's k-NN balls (StyleGAN2-ADA's pr50k3: 3)
     seed: int = 0
     interp_steps: int = 8
-    bpd_images: int = 256  # DDPM: bits/dim of this many real images (0: skip)
-    bpd_root: str | None = None  # a held-out shard directory; default: the training shards
+    bpd_images: int = 256  # DDPM: full-chain bits/dim of this many real images (0: skip)
+    bpd_root: str | None = None  # held-out shards (launch/prepare.py); default: training's
     bpd_decoder_cdf: str | None = None  # L_0's CDF: tanh (published) | exact; null: the model's
 
     def __post_init__(self) -> None:
