@@ -82,42 +82,37 @@ def test_the_packages_import_each_other_one_way_only():
     assert cycle is None, " -> ".join(cycle or [])
 
 
+def crossings(source: str, forbidden) -> list[str]:
+    """'m imports t' for each module m under `source` whose import t is forbidden(t)."""
+    return sorted(
+        f"{m} imports {t}" for m in MODULES if m.startswith(source) for t in imports_of(m)
+        if forbidden(t)
+    )  # fmt: skip
+
+
 def test_benchmarks_never_import_cli():
-    upward = {
-        f"{m} imports {t}"
-        for m in MODULES
-        if m.startswith("hpcgen.benchmarks")
-        for t in imports_of(m)
-        if t.startswith("hpcgen.cli")
-    }
-    assert not upward, sorted(upward)
+    assert not crossings("hpcgen.benchmarks", lambda t: t.startswith("hpcgen.cli"))
+
+
+def test_engine_imports_nothing_of_console_status_cli_or_report():
+    above = ("hpcgen.console", "hpcgen.status", "hpcgen.cli", "hpcgen.report")
+    assert not crossings("hpcgen.engine", lambda t: t.startswith(above))
 
 
 def test_config_imports_only_the_maths_and_choices_leaves():
     """config/ is what every layer above receives; it may read names from below, not above."""
     allowed = ("hpcgen.config", *MATHS)
-    upward = {
-        f"{m} imports {t}"
-        for m in MODULES
-        if m.startswith("hpcgen.config")
-        for t in imports_of(m)
-        if not (t.startswith(allowed) or t.endswith(".choices"))
-    }
-    assert not upward, sorted(upward)
+    assert not crossings(
+        "hpcgen.config", lambda t: not (t.startswith(allowed) or t.endswith(".choices"))
+    )
 
 
 def test_choices_leaves_and_the_maths_never_import_config():
     leaves = [m for m in MODULES if m.endswith(".choices")]
     assert {"hpcgen.data.choices", "hpcgen.engine.choices", "hpcgen.gan.choices"} <= set(leaves)
     assert not {m: imports_of(m) for m in leaves if imports_of(m)}
-    maths = {
-        f"{m} imports {t}"
-        for m in MODULES
-        if m.startswith(MATHS)
-        for t in imports_of(m)
-        if t.startswith("hpcgen.config")
-    }
-    assert not maths, sorted(maths)
+    for maths in MATHS:
+        assert not crossings(maths, lambda t: t.startswith("hpcgen.config"))
 
 
 def test_importing_config_does_not_import_torch():

@@ -19,6 +19,7 @@ without new parameters or buffers, so checkpoints load either way.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -88,15 +89,13 @@ def _resample(x: torch.Tensor, how: str | None) -> torch.Tensor:
 
 
 class Recomputable(nn.Module):
-    """A block whose forward is `compute`; with `recompute` set, a training forward with grad
-    enabled keeps only the block's inputs and runs it again in the backward. Non-reentrant
-    checkpointing: what ZeRO-3's partitioned parameters need, and it restores the RNG state, so
-    dropout draws the same mask twice."""
+    """A block whose forward is its subclass's `compute`; with `recompute` set, a training
+    forward with grad enabled keeps only the block's inputs and runs it again in the backward.
+    Non-reentrant checkpointing: what ZeRO-3's partitioned parameters need, and it restores the
+    RNG state, so dropout draws the same mask twice."""
 
     recompute = False  # a plain attribute: the state_dict is the same either way
-
-    def compute(self, *args: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    compute: Callable[..., torch.Tensor]  # ResBlock's and Attention's
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
         if self.recompute and self.training and torch.is_grad_enabled():
