@@ -62,6 +62,17 @@ def _train(sweep: Path, *overrides: str, timeout: int = 600) -> subprocess.Compl
     return subprocess.run(args, cwd=sweep.parent, capture_output=True, text=True, timeout=timeout)
 
 
+def _start_sweep(tmp_path: Path, sweep: Path, *overrides: str):
+    """launch/train.py -m experiment=smoke on the SLURM launcher, in the background, its output
+    in a file (a full pipe would stall it): (the launcher's process, the log's path)."""
+    args = [sys.executable, str(REPO / "launch" / "train.py"), "-m", "hydra/launcher=slurm",
+            "experiment=smoke", f"hydra.sweep.dir={sweep}", *overrides]  # fmt: skip
+    log = tmp_path / "launcher.log"
+    with open(log, "w") as out:
+        launcher = subprocess.Popen(args, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    return launcher, log
+
+
 def _final_states(run: Path, steps: int) -> dict[str, object]:
     """Every file of the last checkpoint: DeepSpeed's engines and hpcgen's per-rank state."""
     ckpt = run / "checkpoints" / f"step_{steps:08d}"
@@ -179,11 +190,7 @@ def test_a_rank_lost_on_node2_ends_the_job_in_bounded_time_and_a_rerun_resumes(
                "trainer.global_batch=16", "trainer.log_every_steps=1",
                "trainer.ckpt_every_steps=25",
                f"trainer.peer_timeout_s={PEER_TIMEOUT_S}"]  # fmt: skip
-    log = tmp_path / "launcher.log"
-    args = [sys.executable, str(REPO / "launch" / "train.py"), "-m", "hydra/launcher=slurm",
-            "experiment=smoke", f"hydra.sweep.dir={sweep}", *command]  # fmt: skip
-    with open(log, "w") as out:
-        launcher = subprocess.Popen(args, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    launcher, log = _start_sweep(tmp_path, sweep, *command)
     run, watch = sweep / "0", _SweepWatch(sweep, launcher, log)
     try:
         watch.until(lambda: _last_step(run) >= 60, "the job to pass step 60")
@@ -236,13 +243,10 @@ def test_a_preempted_two_node_job_requeues_and_matches_the_uninterrupted_one(
 ):
     """Job 1 of the array gets SIGUSR2 and then `scontrol requeue`; job 0 runs through."""
     sweep, steps = tmp_path / "sweep", 200
-    args = [sys.executable, str(REPO / "launch" / "train.py"), "-m", "hydra/launcher=slurm",
-            "experiment=smoke", "model=ddpm", "hydra.launcher.nodes=2", f"hydra.sweep.dir={sweep}",
-            f"trainer.max_steps={steps}", "trainer.log_every_steps=1",
-            "trainer.ckpt_every_steps=50", "trainer.keep_last_ckpts=3,4"]  # fmt: skip
-    log = tmp_path / "launcher.log"
-    with open(log, "w") as out:
-        launcher = subprocess.Popen(args, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    launcher, log = _start_sweep(
+        tmp_path, sweep, "model=ddpm", "hydra.launcher.nodes=2", f"trainer.max_steps={steps}",
+        "trainer.log_every_steps=1", "trainer.ckpt_every_steps=50", "trainer.keep_last_ckpts=3,4",
+    )  # fmt: skip
     run, watch = sweep / "1", _SweepWatch(sweep, launcher, log)
     preemptions = [(40, "usr2"), (120, "requeue")]
     try:

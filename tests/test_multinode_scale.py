@@ -12,7 +12,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,8 +20,14 @@ import torch
 from hpcgen.data.shards import shard_paths
 from hpcgen.data.tally import dataset_tally, epoch_tally
 from hpcgen.engine.run_record import read_run
-from tests.conftest import REPO
-from tests.test_multinode import CLUSTER, MULTI_CONF, _final_states, _logs, _train
+from tests.test_multinode import (
+    CLUSTER,
+    MULTI_CONF,
+    _final_states,
+    _logs,
+    _start_sweep,
+    _train,
+)
 from tests.test_slurm import _equal, _last_step, _SweepWatch
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -115,15 +120,12 @@ def test_eight_ranks_on_four_hosts_with_fewer_shards_than_readers_preempt_and_re
     sample). Job 1 of the array is preempted (SIGUSR2) and requeued; job 0 runs through; both
     end with the same bits, and every sample was read once in each finished epoch."""
     sweep, steps = tmp_path / "sweep", 40
-    args = [sys.executable, str(REPO / "launch" / "train.py"), "-m", "hydra/launcher=slurm",
-            "experiment=smoke", "model=ddpm", "deepspeed=zero3", "hydra.launcher.nodes=4",
-            "hydra.launcher.tasks_per_node=2", "data.num_workers=2", "trainer.global_batch=16",
-            f"hydra.sweep.dir={sweep}", f"trainer.max_steps={steps}",
-            "trainer.log_every_steps=1", "trainer.ckpt_every_steps=10",
-            "trainer.keep_last_ckpts=3,4"]  # fmt: skip
-    log = tmp_path / "launcher.log"
-    with open(log, "w") as out:
-        launcher = subprocess.Popen(args, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    launcher, log = _start_sweep(
+        tmp_path, sweep, "model=ddpm", "deepspeed=zero3", "hydra.launcher.nodes=4",
+        "hydra.launcher.tasks_per_node=2", "data.num_workers=2", "trainer.global_batch=16",
+        f"trainer.max_steps={steps}", "trainer.log_every_steps=1",
+        "trainer.ckpt_every_steps=10", "trainer.keep_last_ckpts=3,4",
+    )  # fmt: skip
     run, watch = sweep / "1", _SweepWatch(sweep, launcher, log)
     try:
         watch.until(lambda: _last_step(run) >= 14, "job 1 to reach step 14")
