@@ -145,6 +145,19 @@ def test_suite_writes_its_json(suite, tmp_path):
             assert [p["step"] for p in curve][0] == 1 and curve[-1]["step"] > 1
             assert data[model]["fid_floor"] > 0 and data[model]["untrained_fid"] > 0
         assert data["diffusers_peer"]["steps"] > 0 and data["diffusers_peer"]["fid"] > 0
+        # a second run in the same workdir trains afresh (it once resumed the first's checkpoints)
+        again = subprocess.run(
+            [sys.executable, str(REPO / "launch" / "bench.py"), f"suite={suite}", *overrides,
+             "quality.models=[gan]", "quality.peer=false", f"workdir={tmp_path}",
+             f"hydra.run.dir={tmp_path / 'again'}"],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+        second = json.loads((tmp_path / "again" / "bench" / "quality.json").read_text())["gan"]
+        assert second["run_dir"] != data["gan"]["run_dir"]
+        # the same seed from scratch: the same untrained network, the same samples, the same FID
+        assert second["untrained_fid"] == pytest.approx(data["gan"]["untrained_fid"], rel=1e-4)
+        assert second["curve"][-1]["step"] > 1
     if suite == "checkpoint":  # a real training process saved the very step it was signalled at
         signalled = data["preemption"]["ddpm:tiny"]
         assert signalled["steps_lost_max"] == 0 and signalled["steps_after_signal_max"] <= 1

@@ -13,6 +13,7 @@ their untrained FID; ours / floor <= the peer's.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from hpcgen.eval.inception import weights_dir
 from hpcgen.eval.reference import reference_statistics, scores_against
 
 TARGETS = {"ddpm": 3.0, "gan": 5.0}  # FID / floor at 30 minutes on 2 cores
+PROBE_STEPS = 50  # timed before the first slice is sized
 
 
 def _config(overrides: list[str], max_steps: int, run_dir: Path | None = None) -> TrainConfig:
@@ -62,18 +64,25 @@ def train_and_measure(
     """FID after 1 step, then after each of `points` equal slices of the budget."""
     train(_config(overrides, 1, run_dir), run_dir)
     curve = [_point(ecfg, run_dir, 1, 0.0)]
-    step, spent, per_step = 1, 0.0, None
+    # a timed probe sizes the first slice (a fixed guess of 10 steps/s made the GAN's first of
+    # two slices about 20 of its 30 minutes); each later slice from the throughput so far
+    step, spent, per_step = _train_for(overrides, run_dir, 1, PROBE_STEPS, 0.0)
     for k in range(1, points + 1):
         goal = minutes * 60 * k / points
-        # steps for this slice from the throughput so far (a first guess of 10 steps/s)
-        steps = max(int((goal - spent) / (per_step or 0.1)), 1)
-        start = time.perf_counter()
-        train(_config(overrides, step + steps, run_dir), run_dir)
-        took = time.perf_counter() - start
-        spent, step = spent + took, step + steps
-        per_step = took / steps
+        steps = max(int((goal - spent) / per_step), 1)
+        step, spent, per_step = _train_for(overrides, run_dir, step, steps, spent)
         curve.append(_point(ecfg, run_dir, step, spent))
     return curve
+
+
+def _train_for(
+    overrides: list[str], run_dir: Path, step: int, steps: int, spent: float
+) -> tuple[int, float, float]:
+    """Resume to step + steps: (new step, seconds spent in all, seconds per step of this run)."""
+    start = time.perf_counter()
+    train(_config(overrides, step + steps, run_dir), run_dir)
+    took = time.perf_counter() - start
+    return step + steps, spent + took, took / steps
 
 
 def _peer_fid(
@@ -150,12 +159,15 @@ def run(
     overrides = {"ddpm": ["model=ddpm", *ddpm], "gan": ["model=gan", *gan]}
     config = {"minutes": minutes, "points": points, "samples": samples, "extractor": extractor}
     results: dict = {"config": config | {"overrides": overrides}}
+    # a fresh directory each invocation: an earlier run's checkpoints would be resumed from
+    parent = workdir / "quality"
+    parent.mkdir(parents=True, exist_ok=True)
+    runs = Path(tempfile.mkdtemp(prefix=time.strftime("%Y-%m-%d_%H-%M-%S_"), dir=parent))
     for model in models:
-        curve = train_and_measure(
-            overrides[model], workdir / "quality" / model, minutes, points, ecfg
-        )
+        curve = train_and_measure(overrides[model], runs / model, minutes, points, ecfg)
+        results[model] = {"run_dir": str(runs / model)}
         floor, final, untrained = curve[-1]["fid_floor"], curve[-1]["fid"], curve[0]["fid"]
-        results[model] = {
+        results[model] |= {
             "curve": curve,
             "fid": final,
             "fid_floor": floor,
