@@ -35,7 +35,7 @@ from hpcgen.eval.inception import weights_dir
 from hpcgen.eval.reference import reference_statistics, scores_against
 
 TARGETS = {"ddpm": 3.0, "gan": 5.0}  # FID / floor at 30 minutes on 2 cores
-PROBE_STEPS = 50  # timed before the first slice is sized
+PROBE_STEPS = 50  # two probes (this many steps, then twice as many) size the first slice
 
 
 def _config(overrides: list[str], max_steps: int, run_dir: Path | None = None) -> TrainConfig:
@@ -64,13 +64,19 @@ def train_and_measure(
     """FID after 1 step, then after each of `points` equal slices of the budget."""
     train(_config(overrides, 1, run_dir), run_dir)
     curve = [_point(ecfg, run_dir, 1, 0.0)]
-    # a timed probe sizes the first slice (a fixed guess of 10 steps/s made the GAN's first of
-    # two slices about 20 of its 30 minutes); each later slice from the throughput so far
-    step, spent, per_step = _train_for(overrides, run_dir, 1, PROBE_STEPS, 0.0)
+    # Every resume costs a fixed start-up (engine, data, checkpoint) besides its steps. Two timed
+    # probes of different length separate the two: a single probe made the first slice of the
+    # DDPM 7 minutes where it should have been 15; before it, a guess of 10 steps/s made the
+    # GAN's about 20.
+    step, spent, short = _train_for(overrides, run_dir, 1, PROBE_STEPS, 0.0)
+    step, spent, long = _train_for(overrides, run_dir, step, 2 * PROBE_STEPS, spent)
+    per_step = max((long - short) / PROBE_STEPS, long / (4 * PROBE_STEPS))
+    startup = max(long - 2 * PROBE_STEPS * per_step, 0.0)
     for k in range(1, points + 1):
         goal = minutes * 60 * k / points
-        steps = max(int((goal - spent) / per_step), 1)
-        step, spent, per_step = _train_for(overrides, run_dir, step, steps, spent)
+        steps = max(int((goal - spent - startup) / per_step), 1)
+        step, spent, took = _train_for(overrides, run_dir, step, steps, spent)
+        per_step = max((took - startup) / steps, per_step / 4)
         curve.append(_point(ecfg, run_dir, step, spent))
     return curve
 
@@ -78,11 +84,11 @@ def train_and_measure(
 def _train_for(
     overrides: list[str], run_dir: Path, step: int, steps: int, spent: float
 ) -> tuple[int, float, float]:
-    """Resume to step + steps: (new step, seconds spent in all, seconds per step of this run)."""
+    """Resume to step + steps: (new step, seconds spent in all, seconds this run took)."""
     start = time.perf_counter()
     train(_config(overrides, step + steps, run_dir), run_dir)
     took = time.perf_counter() - start
-    return step + steps, spent + took, took / steps
+    return step + steps, spent + took, took
 
 
 def _peer_fid(
