@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -109,19 +110,26 @@ SUITES = {
 }
 
 
+def _bench(
+    suite: str, overrides: list[str], workdir: Path, run: str = "run", timeout: int = 600
+) -> tuple[str, dict]:
+    """launch/bench.py in its own process: (its stdout, the JSON it wrote under workdir/run)."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "launch" / "bench.py"), f"suite={suite}", *overrides,
+         f"workdir={workdir}", f"hydra.run.dir={workdir / run}"],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return result.stdout, json.loads((workdir / run / "bench" / f"{suite}.json").read_text())
+
+
 @pytest.mark.parametrize("suite", SUITES)
 def test_suite_writes_its_json(suite, tmp_path):
     overrides, keys = SUITES[suite]
-    result = subprocess.run(
-        [sys.executable, str(REPO / "launch" / "bench.py"), f"suite={suite}", *overrides,
-         f"workdir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    data = json.loads((tmp_path / "run" / "bench" / f"{suite}.json").read_text())
+    stdout, data = _bench(suite, overrides, tmp_path)
     assert data["suite"] == suite and data["machine"]["torch"]
     assert all(key in data for key in keys), sorted(data)
-    assert f"bench suite={suite}" in result.stdout
+    assert f"bench suite={suite}" in stdout
     if suite == "gpu":  # the U-Net's FLOPs were counted and set against the measured peak
         for case in ("ddpm:tiny:16:4", "gan:tiny:16:4"):
             assert data[case]["flops_per_step"] > 0 and data[case]["utilisation"] > 0
@@ -146,14 +154,8 @@ def test_suite_writes_its_json(suite, tmp_path):
             assert data[model]["fid_floor"] > 0 and data[model]["untrained_fid"] > 0
         assert data["diffusers_peer"]["steps"] > 0 and data["diffusers_peer"]["fid"] > 0
         # a second run in the same workdir trains afresh (it once resumed the first's checkpoints)
-        again = subprocess.run(
-            [sys.executable, str(REPO / "launch" / "bench.py"), f"suite={suite}", *overrides,
-             "quality.models=[gan]", "quality.peer=false", f"workdir={tmp_path}",
-             f"hydra.run.dir={tmp_path / 'again'}"],
-            capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
-        second = json.loads((tmp_path / "again" / "bench" / "quality.json").read_text())["gan"]
+        again = [*overrides, "quality.models=[gan]", "quality.peer=false"]
+        second = _bench(suite, again, tmp_path, "again")[1]["gan"]
         assert second["run_dir"] != data["gan"]["run_dir"]
         # the same seed from scratch: the same untrained network, the same samples, the same FID
         assert second["untrained_fid"] == pytest.approx(data["gan"]["untrained_fid"], rel=1e-4)
@@ -189,15 +191,10 @@ def test_sampling_suite_reports_the_fid_of_each_sampler_on_a_trained_model(tmp_p
     done = run_train(["experiment=smoke", f"hydra.run.dir={tmp_path / 'ddpm'}"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     ckpt = tmp_path / "ddpm" / "checkpoints" / "step_00000020"
-    result = subprocess.run(
-        [sys.executable, str(REPO / "launch" / "bench.py"), "suite=sampling",
-         "sampling.full_steps=20", "sampling.ddim_steps=5", "sampling.repeats=1",
-         f"sampling.fid_ckpt={ckpt}", "sampling.fid_samples=16", "sampling.fid_extractor=tiny-test",
-         f"workdir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    fid = json.loads((tmp_path / "run" / "bench" / "sampling.json").read_text())["fid"]
+    overrides = ["sampling.full_steps=20", "sampling.ddim_steps=5", "sampling.repeats=1",
+                 f"sampling.fid_ckpt={ckpt}", "sampling.fid_samples=16",
+                 "sampling.fid_extractor=tiny-test"]  # fmt: skip
+    fid = _bench("sampling", overrides, tmp_path, timeout=900)[1]["fid"]
     assert fid["samples"] == 16 and fid["ckpt"] == str(ckpt)
     assert fid["ddpm"] > 0 and fid["ddim5"] > 0 and fid["ddpm"] != fid["ddim5"]
 
@@ -219,14 +216,12 @@ def test_eval_overlap_suite_trains_with_evaluation_off_and_on_on_slurm(slurm_clu
                  "'trainer.ckpt_milestone_every_steps=20',"
                  "'eval.cpus_per_task=1','eval.settings={extractor:tiny-test,num_samples:16,"
                  "ref_samples:32,kid_subsets:2,kid_subset_size:16}']")  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, str(REPO / "launch" / "bench.py"), "suite=eval_overlap",
-         f"eval_overlap.overrides={overrides}", "eval_overlap.repeats=1",
-         f"workdir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    data = json.loads((tmp_path / "run" / "bench" / "eval_overlap.json").read_text())
+    data = _bench(
+        "eval_overlap",
+        [f"eval_overlap.overrides={overrides}", "eval_overlap.repeats=1"],
+        tmp_path,
+        timeout=900,
+    )[1]
     assert data["images_per_s_on"] > 0 and data["images_per_s_off"] > 0 and data["on_vs_off"] > 0
     on = tmp_path / "eval_overlap"
     (sweep_on,) = [p for p in on.iterdir() if "-on-" in p.name]

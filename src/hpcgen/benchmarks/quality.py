@@ -171,9 +171,9 @@ def run(
     runs = Path(tempfile.mkdtemp(prefix=time.strftime("%Y-%m-%d_%H-%M-%S_"), dir=parent))
     for model in models:
         curve = train_and_measure(overrides[model], runs / model, minutes, points, ecfg)
-        results[model] = {"run_dir": str(runs / model)}
         floor, final, untrained = curve[-1]["fid_floor"], curve[-1]["fid"], curve[0]["fid"]
-        results[model] |= {
+        results[model] = {
+            "run_dir": str(runs / model),
             "curve": curve,
             "fid": final,
             "fid_floor": floor,
