@@ -153,6 +153,7 @@ def test_suite_writes_its_json(suite, tmp_path):
             assert [p["step"] for p in curve][0] == 1 and curve[-1]["step"] > 1
             assert data[model]["fid_floor"] > 0 and data[model]["untrained_fid"] > 0
         assert data["diffusers_peer"]["steps"] > 0 and data["diffusers_peer"]["fid"] > 0
+        assert data["diffusers_peer"]["clip_x0"] == "recompute"  # sampled by our rule
         # a second run in the same workdir trains afresh (it once resumed the first's checkpoints)
         again = [*overrides, "quality.models=[gan]", "quality.peer=false"]
         second = _bench(suite, again, tmp_path, "again")[1]["gan"]

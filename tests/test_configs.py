@@ -215,6 +215,7 @@ def test_sweep_expands_to_cartesian_product():
         ({"model": {"name": "ddpm", "sampler": "ddim2000"}}, "asks for 2000 steps"),
         ({"model": {"name": "ddpm", "sampler": "euler"}}, "use ddpm, ddpmN or ddimN"),
         ({"model": {"name": "ddpm", "parameterisation": "v"}}, "choose one of eps, x0, mu"),
+        ({"model": {"name": "ddpm", "clip_x0": "yes"}}, "recompute, clip, none"),
         ({"model": {"name": "gan", "loss": "hinge"}}, "nonsaturating, minimax, wgan_gp"),
         ({"model": {"name": "gan", "augment": ["xflip", "cutout"]}}, "unknown augmentation"),
         ({"model": {"name": "gan", "augment": "xflip"}}, "model.augment='xflip' must be a list"),

@@ -145,6 +145,7 @@ def _ddpm_images(
                 parameterisation=m.parameterisation,
                 variance=m.variance,
                 device=device,
+                clip=m.clip_x0,
                 **extra,
             ).cpu()
         )

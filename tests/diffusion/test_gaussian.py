@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from hpcgen.diffusion.gaussian import (
+    CLIP_X0,
     DECODER_CDFS,
     Diffusion,
     alpha_bars,
@@ -238,3 +239,57 @@ def test_report_figures_are_written_and_a_perfect_predictor_has_zero_noise_error
     blind = predicted_noise_figure(d, lambda x, t: torch.zeros_like(x), x0, tmp_path / "zero.png")
     assert all(0.5 < v < 1.5 for v in blind.values())  # predicting 0 misses E[eps^2] = 1
     assert Image.open(tmp_path / "noise.png").size == (2 * 3 * 9 + 1, 2 * 9 + 1)
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_ddim_clip_modes_are_diffusers_ddim_steps(eta):
+    """model.clip_x0 against diffusers' DDIMScheduler on the same 50 timesteps and network:
+    recompute is use_clipped_model_output=True, clip its default, none clip_sample=False."""
+    diffusers = pytest.importorskip("diffusers")
+    steps = 50
+    ref = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+    ref.set_timesteps(steps)
+    keep = ref.timesteps.flip(0)  # 0, 20, ..., 980
+    ab = D.alpha_bar[keep]
+    d = Diffusion(1.0 - ab / torch.cat([torch.ones(1, dtype=ab.dtype), ab[:-1]]), keep)
+
+    def model(x, t):  # an eps whose x0 leaves [-1, 1], so clipping matters
+        return 0.6 * x + 0.5 * torch.sin(t.float() / 90.0).view(-1, 1, 1, 1)
+
+    x_T = torch.randn(4, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    seeds = [1, 2, 3, 4]
+    ours = {c: ddim_sample(d, model, (3, 4, 4), seeds, eta, x_T=x_T, clip=c) for c in CLIP_X0}
+    for clip in CLIP_X0:
+        sched = diffusers.DDIMScheduler(
+            num_train_timesteps=1000, beta_schedule="linear", clip_sample=clip != "none"
+        )
+        sched.set_timesteps(steps)
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        x = x_T.clone()
+        for i, t in enumerate(sched.timesteps):
+            tt = torch.full((4,), int(t))
+            noise = None
+            if eta > 0 and i < steps - 1:  # our per-sample noise, drawn in the same order
+                noise = torch.stack([torch.randn((3, 4, 4), generator=g) for g in gens])
+            x = sched.step(
+                model(x, tt),
+                t,
+                x,
+                eta,
+                use_clipped_model_output=clip == "recompute",
+                variance_noise=noise,
+            ).prev_sample
+        torch.testing.assert_close(ours[clip], x.clamp(-1, 1), atol=2e-5, rtol=1e-4)
+    # and the three differ: the choice is not a no-op on this network
+    assert (ours["recompute"] - ours["clip"]).abs().max() > 0.05
+    assert (ours["clip"] - ours["none"]).abs().max() > 0.05
+
+
+def test_ddpm_sample_clips_x0_unless_clip_is_none():
+    def model(x, t):
+        return 0.6 * x + 0.5 * torch.sin(t.float() / 90.0).view(-1, 1, 1, 1)
+
+    d = respace(D, 20)
+    a, b, c = (ddpm_sample(d, model, (3, 4, 4), [0, 1], clip=k) for k in CLIP_X0)
+    torch.testing.assert_close(a, b)  # the posterior mean uses x0 only: recompute == clip
+    assert (a - c).abs().max() > 0.05

@@ -29,6 +29,10 @@ class DDPMConfig:
     vlb_weight: float = 0.001
     sampler: str = "ddpm100"  # ddpm, ddpmN (respaced) or ddimN for the sample grids
     ddim_eta: float = 0.0
+    # the predicted x0 in sampling (diffusion/gaussian.py CLIP_X0): recompute (clip it, derive
+    # DDIM's eps from it: improved-diffusion's) | clip (clip it, keep the network's eps:
+    # diffusers') | none
+    clip_x0: str = "recompute"
     lr: float = 2e-4
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
@@ -43,6 +47,7 @@ class DDPMConfig:
 
     def __post_init__(self) -> None:
         from hpcgen.diffusion.gaussian import (
+            CLIP_X0,
             DECODER_CDFS,
             PARAMETERISATIONS,
             SCHEDULES,
@@ -54,6 +59,7 @@ class DDPMConfig:
 
         check_choice("model.name", self.name, ("ddpm",))
         check_choice("model.decoder_cdf", self.decoder_cdf, DECODER_CDFS)
+        check_choice("model.clip_x0", self.clip_x0, CLIP_X0)
         check_choice("model.timestep_sampler", self.timestep_sampler, TIMESTEP_SAMPLERS)
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay={self.ema_decay} is not valid: use 0..1 (0.9999)")

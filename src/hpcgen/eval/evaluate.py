@@ -204,6 +204,7 @@ def interpolation_figure(
             variance=m.variance,
             device=device,
             x_T=x_T.reshape(-1, 3, r, r),
+            clip=m.clip_x0,
         ).cpu()
     else:
         z0, z1 = (seeded_latents([seed + i], net.z_dim).to(device) for i in (0, 1))

@@ -35,6 +35,7 @@ def generation(cfg: TrainConfig, sampler: str | None, loaded: dict) -> dict[str,
             "sampler": sampler,
             "sampler_steps": steps or m.diffusion_steps,
             "ddim_eta": m.ddim_eta if kind == "ddim" else None,
+            "clip_x0": m.clip_x0,
             "truncation_psi": None,
             "ema": {"ema_decay": m.ema_decay},
         }
@@ -67,7 +68,7 @@ def data_used(cfg: TrainConfig, root: str, manifest: dict) -> dict[str, Any]:
 def summary(result: dict[str, Any]) -> str:
     """One line that names the protocol, e.g. for a table or a figure's caption."""
     how = (
-        f"{result['sampler']} ({result['sampler_steps']} steps)"
+        f"{result['sampler']} ({result['sampler_steps']} steps, x0 {result.get('clip_x0')})"
         if result.get("sampler")
         else f"psi {result.get('truncation_psi')}, noise {result.get('noise_mode')}"
     )
