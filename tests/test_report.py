@@ -88,7 +88,8 @@ def test_report_of_a_trained_and_evaluated_sweep_renders_every_image(sweep, chro
     assert image_counts(dom) == (expected, 0)
     for text in ("Job 0: model=ddpm", "Job 1: model=gan", "FID vs step", "D(real), D(fake)",
                  "precision and recall vs step (k=3", "Evaluation protocol",
-                 "32 generated vs 128 real, 16 px, ddim5 (5 steps), ema weights"):  # fmt: skip
+                 "32 generated vs 128 real, 16 px, ddim5 (5 steps, x0 recompute), "
+                 "ema weights"):  # fmt: skip
         assert text in dom, text
     for job in ("0", "1"):  # the history: the run's events and each committed checkpoint's FID
         run = json.loads((sweep / job / "run.json").read_text())
