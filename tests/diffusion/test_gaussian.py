@@ -241,6 +241,11 @@ def test_report_figures_are_written_and_a_perfect_predictor_has_zero_noise_error
     assert Image.open(tmp_path / "noise.png").size == (2 * 3 * 9 + 1, 2 * 9 + 1)
 
 
+def clipping_eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """A stand-in eps network whose x0 leaves [-1, 1], so the clip rules differ."""
+    return 0.6 * x + 0.5 * torch.sin(t.float() / 90.0).view(-1, 1, 1, 1)
+
+
 @pytest.mark.parametrize("eta", [0.0, 1.0])
 def test_ddim_clip_modes_are_diffusers_ddim_steps(eta):
     """model.clip_x0 against diffusers' DDIMScheduler on the same 50 timesteps and network:
@@ -253,12 +258,11 @@ def test_ddim_clip_modes_are_diffusers_ddim_steps(eta):
     ab = D.alpha_bar[keep]
     d = Diffusion(1.0 - ab / torch.cat([torch.ones(1, dtype=ab.dtype), ab[:-1]]), keep)
 
-    def model(x, t):  # an eps whose x0 leaves [-1, 1], so clipping matters
-        return 0.6 * x + 0.5 * torch.sin(t.float() / 90.0).view(-1, 1, 1, 1)
-
     x_T = torch.randn(4, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     seeds = [1, 2, 3, 4]
-    ours = {c: ddim_sample(d, model, (3, 4, 4), seeds, eta, x_T=x_T, clip=c) for c in CLIP_X0}
+    ours = {
+        c: ddim_sample(d, clipping_eps, (3, 4, 4), seeds, eta, x_T=x_T, clip=c) for c in CLIP_X0
+    }
     for clip in CLIP_X0:
         sched = diffusers.DDIMScheduler(
             num_train_timesteps=1000, beta_schedule="linear", clip_sample=clip != "none"
@@ -272,7 +276,7 @@ def test_ddim_clip_modes_are_diffusers_ddim_steps(eta):
             if eta > 0 and i < steps - 1:  # our per-sample noise, drawn in the same order
                 noise = torch.stack([torch.randn((3, 4, 4), generator=g) for g in gens])
             x = sched.step(
-                model(x, tt),
+                clipping_eps(x, tt),
                 t,
                 x,
                 eta,
@@ -286,10 +290,7 @@ def test_ddim_clip_modes_are_diffusers_ddim_steps(eta):
 
 
 def test_ddpm_sample_clips_x0_unless_clip_is_none():
-    def model(x, t):
-        return 0.6 * x + 0.5 * torch.sin(t.float() / 90.0).view(-1, 1, 1, 1)
-
     d = respace(D, 20)
-    a, b, c = (ddpm_sample(d, model, (3, 4, 4), [0, 1], clip=k) for k in CLIP_X0)
+    a, b, c = (ddpm_sample(d, clipping_eps, (3, 4, 4), [0, 1], clip=k) for k in CLIP_X0)
     torch.testing.assert_close(a, b)  # the posterior mean uses x0 only: recompute == clip
     assert (a - c).abs().max() > 0.05

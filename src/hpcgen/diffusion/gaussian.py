@@ -376,12 +376,11 @@ def ddim_sample(
         out = model(x, d.timesteps.to(device)[t])
         raw = p_mean_variance(d, out, x, t, parameterisation, variance, clip_x0=False)["x0"]
         x0 = raw if clip == "none" else raw.clamp(-1, 1)
+        a, a_prev = ab[i].item(), ab_prev[i].item()
         # the direction to x_t: from the clipped x0 (recompute) or the network's own (clip)
-        eps = (x - ab[i].sqrt().item() * (x0 if clip == "recompute" else raw)) / (
-            1 - ab[i]
-        ).sqrt().item()
-        sigma = eta * ((1 - ab_prev[i]) / (1 - ab[i]) * (1 - ab[i] / ab_prev[i])).sqrt().item()
-        x = ab_prev[i].sqrt().item() * x0 + (1 - ab_prev[i] - sigma**2).sqrt().item() * eps
+        eps = (x - math.sqrt(a) * (x0 if clip == "recompute" else raw)) / math.sqrt(1 - a)
+        sigma = eta * math.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
+        x = math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev - sigma**2) * eps
         if i > 0 and sigma > 0:
             x = x + sigma * per_sample_noise(gens, shape, device)
     return x.clamp(-1, 1)
