@@ -166,6 +166,23 @@ def test_suite_writes_its_json(suite, tmp_path):
         assert signalled["steps_lost_max"] == 0 and signalled["steps_after_signal_max"] <= 1
 
 
+def test_quality_suite_on_a_step_budget_trains_ours_and_the_peer_equal_steps(tmp_path):
+    quick = [o for o in SUITES["quality"][0] if not o.startswith("quality.minutes")]
+    overrides = [*quick, "quality.steps=5", "quality.points=2", "quality.models=[ddpm]"]
+    data = _bench("quality", overrides, tmp_path)[1]
+    assert data["config"]["budget"] == "steps"
+    assert [p["step"] for p in data["ddpm"]["curve"]] == [1, 3, 5]  # equal slices of 4 steps
+    assert data["diffusers_peer"]["steps"] == 5 and data["diffusers_peer"]["fid"] > 0
+    bad = subprocess.run(
+        [sys.executable, str(REPO / "launch" / "bench.py"), "suite=quality", *quick,
+         "quality.steps=2", "quality.points=2", f"workdir={tmp_path}",
+         f"hydra.run.dir={tmp_path / 'bad'}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "quality.steps=2 is not valid" in bad.stderr, bad.stderr[-2000:]
+    assert len(list((tmp_path / "quality").iterdir())) == 1  # refused before training anything
+
+
 def test_checkpointing_lever_times_and_counts_memory_each_way():
     from hpcgen.benchmarks.levers import measure_checkpointing
 

@@ -7,6 +7,9 @@ DDIM-50 / psi = 1) against the training images, beside the data's floor (the FID
 held-out toy bedrooms). The first point, after one step, is the untrained FID. The diffusers
 peer (UNet2DModel + DDPMScheduler at our parameter count, as the peer suite builds it, with the
 same EMA) trains for the same minutes on the same images and is measured the same way.
+With `steps` set, the budget is that many training steps instead (the slices are equal in steps,
+the peer trains as many): the same images seen on any machine, so a result from a slower or a
+faster machine compares, where minutes do not.
 Targets (2 cores, 30 minutes a model): DDPM FID <= 3x floor, GAN <= 5x floor, both <= 0.3x
 their untrained FID; ours / floor <= the peer's.
 """
@@ -59,11 +62,24 @@ def _point(ecfg: EvalConfig, run_dir: Path, step: int, seconds: float) -> dict:
 
 
 def train_and_measure(
-    overrides: list[str], run_dir: Path, minutes: float, points: int, ecfg: EvalConfig
+    overrides: list[str],
+    run_dir: Path,
+    minutes: float,
+    points: int,
+    ecfg: EvalConfig,
+    steps: int | None = None,
 ) -> list[dict]:
-    """FID after 1 step, then after each of `points` equal slices of the budget."""
+    """FID after 1 step, then after each of `points` equal slices of the budget (`minutes` of
+    training, or `steps` steps when given)."""
     train(_config(overrides, 1, run_dir), run_dir)
     curve = [_point(ecfg, run_dir, 1, 0.0)]
+    if steps is not None:
+        step, spent = 1, 0.0
+        for k in range(1, points + 1):
+            goal = 1 + (steps - 1) * k // points
+            step, spent, _ = _train_for(overrides, run_dir, step, goal - step, spent)
+            curve.append(_point(ecfg, run_dir, step, spent))
+        return curve
     # Every resume costs a fixed start-up (engine, data, checkpoint) besides its steps. Two timed
     # probes of different length separate the two: a single probe made the first slice of the
     # DDPM 7 minutes where it should have been 15; before it, a guess of 10 steps/s made the
@@ -98,8 +114,10 @@ def _peer_fid(
     ecfg: EvalConfig,
     extractor: Extractor,
     ref: dict,
+    max_steps: int | None = None,
 ) -> dict:
-    """diffusers' UNet2DModel + DDPMScheduler trained for `minutes`, sampled with DDIM-50."""
+    """diffusers' UNet2DModel + DDPMScheduler trained for `minutes` (or `max_steps` steps when
+    given), sampled with DDIM-50."""
     from diffusers import DDIMScheduler, DDPMScheduler
 
     from hpcgen.benchmarks.peer import matched_peer
@@ -116,7 +134,7 @@ def _peer_fid(
     stream = ShardStream(shards, cfg.trainer.batch_per_gpu, num_workers=0)
     g = torch.Generator().manual_seed(cfg.seed)
     steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < minutes * 60:
+    while steps < max_steps if max_steps else time.perf_counter() - start < minutes * 60:
         x0 = to_unit_range(stream.next_batch())
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(0, m.diffusion_steps, (len(x0),), generator=g)
@@ -164,7 +182,14 @@ def run(
     ddpm: list[str],
     gan: list[str],
     peer: bool,
+    steps: int | None = None,
 ) -> dict:
+    if steps is not None and (not isinstance(steps, int) or steps < points + 1):
+        raise SystemExit(
+            f"hpcgen: error: quality.steps={steps} is not valid: use an integer of at least "
+            f"quality.points + 1 = {points + 1} (step 1 is the untrained point), or null to "
+            "train for quality.minutes"
+        )
     ecfg = EvalConfig(
         num_samples=samples,
         ref_samples=2048,
@@ -174,14 +199,15 @@ def run(
         kid_subset_size=min(1000, samples),
     )
     overrides = {"ddpm": ["model=ddpm", *ddpm], "gan": ["model=gan", *gan]}
-    config = {"minutes": minutes, "points": points, "samples": samples, "extractor": extractor}
+    config = {"minutes": minutes, "steps": steps, "points": points, "samples": samples}
+    config |= {"budget": "minutes" if steps is None else "steps", "extractor": extractor}
     results: dict = {"config": config | {"overrides": overrides}}
     # a fresh directory each invocation: an earlier run's checkpoints would be resumed from
     parent = workdir / "quality"
     parent.mkdir(parents=True, exist_ok=True)
     runs = Path(tempfile.mkdtemp(prefix=time.strftime("%Y-%m-%d_%H-%M-%S_"), dir=parent))
     for model in models:
-        curve = train_and_measure(overrides[model], runs / model, minutes, points, ecfg)
+        curve = train_and_measure(overrides[model], runs / model, minutes, points, ecfg, steps)
         floor, final, untrained = curve[-1]["fid_floor"], curve[-1]["fid"], curve[0]["fid"]
         results[model] = {
             "run_dir": str(runs / model),
@@ -201,7 +227,7 @@ def run(
         root, manifest = ensure_shards(cfg.data)
         ref, _ = reference_statistics(root, manifest, ext, ecfg.ref_samples, ecfg.batch)
         floor = data_floor(root, manifest, ext, ref, samples)
-        theirs = _peer_fid(cfg, shard_paths(root, manifest), minutes, ecfg, ext, ref)
+        theirs = _peer_fid(cfg, shard_paths(root, manifest), minutes, ecfg, ext, ref, steps)
         theirs["fid_over_floor"] = theirs["fid"] / floor["fid_floor"] if floor else None
         results["diffusers_peer"] = theirs
         ours = results["ddpm"]["fid_over_floor"]
