@@ -110,15 +110,22 @@ SUITES = {
 }
 
 
-def _bench(
+def _bench_process(
     suite: str, overrides: list[str], workdir: Path, run: str = "run", timeout: int = 600
-) -> tuple[str, dict]:
-    """launch/bench.py in its own process: (its stdout, the JSON it wrote under workdir/run)."""
-    result = subprocess.run(
+) -> subprocess.CompletedProcess:
+    """launch/bench.py in its own process, its run directory workdir/run."""
+    return subprocess.run(
         [sys.executable, str(REPO / "launch" / "bench.py"), f"suite={suite}", *overrides,
          f"workdir={workdir}", f"hydra.run.dir={workdir / run}"],
         capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
+
+
+def _bench(
+    suite: str, overrides: list[str], workdir: Path, run: str = "run", timeout: int = 600
+) -> tuple[str, dict]:
+    """launch/bench.py, which must succeed: (its stdout, the JSON it wrote under workdir/run)."""
+    result = _bench_process(suite, overrides, workdir, run, timeout)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     return result.stdout, json.loads((workdir / run / "bench" / f"{suite}.json").read_text())
 
@@ -173,12 +180,9 @@ def test_quality_suite_on_a_step_budget_trains_ours_and_the_peer_equal_steps(tmp
     assert data["config"]["budget"] == "steps"
     assert [p["step"] for p in data["ddpm"]["curve"]] == [1, 3, 5]  # equal slices of 4 steps
     assert data["diffusers_peer"]["steps"] == 5 and data["diffusers_peer"]["fid"] > 0
-    bad = subprocess.run(
-        [sys.executable, str(REPO / "launch" / "bench.py"), "suite=quality", *quick,
-         "quality.steps=2", "quality.points=2", f"workdir={tmp_path}",
-         f"hydra.run.dir={tmp_path / 'bad'}"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    bad = _bench_process(
+        "quality", [*quick, "quality.steps=2", "quality.points=2"], tmp_path, "bad"
+    )
     assert bad.returncode != 0 and "quality.steps=2 is not valid" in bad.stderr, bad.stderr[-2000:]
     assert len(list((tmp_path / "quality").iterdir())) == 1  # refused before training anything
 
