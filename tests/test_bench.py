@@ -176,8 +176,15 @@ def test_suite_writes_its_json(suite, tmp_path):
 def test_quality_suite_on_a_step_budget_trains_ours_and_the_peer_equal_steps(tmp_path):
     quick = [o for o in SUITES["quality"][0] if not o.startswith("quality.minutes")]
     overrides = [*quick, "quality.steps=5", "quality.points=2", "quality.models=[ddpm]"]
-    data = _bench("quality", overrides, tmp_path)[1]
+    run = _bench_process("quality", overrides, tmp_path)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    data = json.loads((tmp_path / "run" / "bench" / "quality.json").read_text())
     assert data["config"]["budget"] == "steps"
+    # the many silent minutes of a real run say what they are doing, with each FID as it lands
+    fid = data["ddpm"]["fid"]
+    assert f"[quality] ddpm step 5: FID {fid:.1f} (floor " in run.stderr, run.stderr[-3000:]
+    assert "[quality] diffusers peer step 5 loss " in run.stderr  # smoke logs every 5 steps
+    assert f"[quality] diffusers peer step 5: FID {data['diffusers_peer']['fid']:.1f}" in run.stderr
     assert [p["step"] for p in data["ddpm"]["curve"]] == [1, 3, 5]  # equal slices of 4 steps
     assert data["diffusers_peer"]["steps"] == 5 and data["diffusers_peer"]["fid"] > 0
     bad = _bench_process(

@@ -16,6 +16,7 @@ their untrained FID; ours / floor <= the peer's.
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +42,11 @@ TARGETS = {"ddpm": 3.0, "gan": 5.0}  # FID / floor at 30 minutes on 2 cores
 PROBE_STEPS = 50  # two probes (this many steps, then twice as many) size the first slice
 
 
+def _say(message: str) -> None:
+    """A progress line on stderr: the suite trains and evaluates for many silent minutes."""
+    print(f"[quality] {message}", file=sys.stderr, flush=True)
+
+
 def _config(overrides: list[str], max_steps: int, run_dir: Path | None = None) -> TrainConfig:
     """The composed train config; with run_dir, also saved where Hydra would keep it (evaluation
     rebuilds the network from <run>/.hydra/config.yaml)."""
@@ -56,7 +62,13 @@ def _point(ecfg: EvalConfig, run_dir: Path, step: int, seconds: float) -> dict:
     ckpt = checkpoint_path(checkpoint_dir(run_dir), step)
     result = result_path(ckpt)
     entry = {"run_dir": str(run_dir), "ckpt": str(ckpt), "step": step, "result": str(result)}
+    _say(f"{run_dir.name} step {step}: FID and KID of {ecfg.num_samples} samples ({ecfg.sampler})")
     r = evaluate_checkpoint(entry, ecfg, force=True)
+    fid, floor = r.get("fid"), r.get("fid_floor")
+    _say(
+        f"{run_dir.name} step {step}: FID {'-' if fid is None else f'{fid:.1f}'} "
+        f"(floor {'-' if floor is None else f'{floor:.2f}'}), {r.get('seconds') or 0.0:.0f} s"
+    )
     keep = ("fid", "kid_mean", "fid_floor", "seconds")
     return {"step": step, "train_seconds": seconds} | {k: r.get(k) for k in keep}
 
@@ -133,6 +145,8 @@ def _peer_fid(
     scheduler = DDPMScheduler(num_train_timesteps=m.diffusion_steps, beta_schedule=schedule)
     stream = ShardStream(shards, cfg.trainer.batch_per_gpu, num_workers=0)
     g = torch.Generator().manual_seed(cfg.seed)
+    budget = f"{max_steps} steps" if max_steps else f"{minutes:g} minutes"
+    _say(f"diffusers peer ({width} channels): training for {budget}")
     steps, start = 0, time.perf_counter()
     while steps < max_steps if max_steps else time.perf_counter() - start < minutes * 60:
         x0 = to_unit_range(stream.next_batch())
@@ -144,6 +158,9 @@ def _peer_fid(
         opt.zero_grad(set_to_none=True)
         ema.update(net, ddpm_ema_beta(m.ema_decay, steps))
         steps += 1
+        if steps % cfg.trainer.log_every_steps == 0:
+            rate = steps * len(x0) / (time.perf_counter() - start)
+            _say(f"diffusers peer step {steps} loss {loss.item():.4f} {rate:.1f} img/s")
     seconds = time.perf_counter() - start
     stream.close()
     # the same treatment of the predicted x0 as our sampler (model.clip_x0): diffusers' default,
@@ -151,6 +168,7 @@ def _peer_fid(
     ddim = DDIMScheduler.from_config(scheduler.config, clip_sample=m.clip_x0 != "none")
     ddim.set_timesteps(50)
     recompute = m.clip_x0 == "recompute"
+    _say(f"diffusers peer step {steps}: FID and KID of {ecfg.num_samples} samples (ddim50)")
     sampler, features = ema.module.eval(), []
     with torch.no_grad():
         for i in range(0, ecfg.num_samples, ecfg.batch):
@@ -162,6 +180,7 @@ def _peer_fid(
             features.append(extractor(to_uint8(x.clamp(-1, 1)), ecfg.batch))
     gen = np.concatenate(features)
     fid, kid, _ = scores_against(gen, ref, ecfg.kid_subsets, ecfg.kid_subset_size)
+    _say(f"diffusers peer step {steps}: FID {fid:.1f}")
     return {
         "steps": steps,
         "train_seconds": seconds,
