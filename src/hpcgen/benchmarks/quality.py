@@ -62,7 +62,7 @@ def _point(ecfg: EvalConfig, run_dir: Path, step: int, seconds: float) -> dict:
     ckpt = checkpoint_path(checkpoint_dir(run_dir), step)
     result = result_path(ckpt)
     entry = {"run_dir": str(run_dir), "ckpt": str(ckpt), "step": step, "result": str(result)}
-    _say(f"{run_dir.name} step {step}: FID and KID of {ecfg.num_samples} samples ({ecfg.sampler})")
+    _say(f"{run_dir.name} step {step}: FID and KID of {ecfg.num_samples} samples")
     r = evaluate_checkpoint(entry, ecfg, force=True)
     fid, floor = r.get("fid"), r.get("fid_floor")
     _say(
@@ -168,7 +168,7 @@ def _peer_fid(
     ddim = DDIMScheduler.from_config(scheduler.config, clip_sample=m.clip_x0 != "none")
     ddim.set_timesteps(50)
     recompute = m.clip_x0 == "recompute"
-    _say(f"diffusers peer step {steps}: FID and KID of {ecfg.num_samples} samples (ddim50)")
+    _say(f"diffusers peer step {steps}: FID and KID of {ecfg.num_samples} samples")
     sampler, features = ema.module.eval(), []
     with torch.no_grad():
         for i in range(0, ecfg.num_samples, ecfg.batch):
