@@ -118,6 +118,10 @@ def train_ring_gan(unrolled_steps: int, steps: int = 4000, seed: int = 0) -> int
 
 @pytest.mark.slow
 def test_unrolling_covers_more_modes_of_the_ring_at_the_same_budget():
-    # 4,000 steps here: K = 0 covered 2 of the 8 modes, K = 5 covered 7
-    plain, unrolled = train_ring_gan(0), train_ring_gan(5)
-    assert plain <= 3 and unrolled >= 6 and unrolled >= plain + 3, (plain, unrolled)
+    # One seed is not enough: a GAN amplifies float rounding, and the same seed 0 covered 1 and 7
+    # modes (K = 0, K = 5) run alone but 1 and 5 inside a full CI run. Over seeds 0-2, alone here:
+    # K = 0 covered 1, 0, 1 of the 8 modes, K = 5 covered 7, 7, 6 (4,000 steps each).
+    plain = [train_ring_gan(0, seed=seed) for seed in range(3)]
+    unrolled = [train_ring_gan(5, seed=seed) for seed in range(3)]
+    assert max(plain) <= 3 and sum(unrolled) >= 14, (plain, unrolled)  # collapsed / most modes
+    assert sum(unrolled) >= sum(plain) + 9, (plain, unrolled)  # 3 more modes a seed on average
