@@ -123,20 +123,20 @@ def _bench_process(
 
 def _bench(
     suite: str, overrides: list[str], workdir: Path, run: str = "run", timeout: int = 600
-) -> tuple[str, dict]:
-    """launch/bench.py, which must succeed: (its stdout, the JSON it wrote under workdir/run)."""
+) -> tuple[subprocess.CompletedProcess, dict]:
+    """launch/bench.py, which must succeed: (its process, the JSON it wrote under workdir/run)."""
     result = _bench_process(suite, overrides, workdir, run, timeout)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    return result.stdout, json.loads((workdir / run / "bench" / f"{suite}.json").read_text())
+    return result, json.loads((workdir / run / "bench" / f"{suite}.json").read_text())
 
 
 @pytest.mark.parametrize("suite", SUITES)
 def test_suite_writes_its_json(suite, tmp_path):
     overrides, keys = SUITES[suite]
-    stdout, data = _bench(suite, overrides, tmp_path)
+    process, data = _bench(suite, overrides, tmp_path)
     assert data["suite"] == suite and data["machine"]["torch"]
     assert all(key in data for key in keys), sorted(data)
-    assert f"bench suite={suite}" in stdout
+    assert f"bench suite={suite}" in process.stdout
     if suite == "gpu":  # the U-Net's FLOPs were counted and set against the measured peak
         for case in ("ddpm:tiny:16:4", "gan:tiny:16:4"):
             assert data[case]["flops_per_step"] > 0 and data[case]["utilisation"] > 0
@@ -176,9 +176,7 @@ def test_suite_writes_its_json(suite, tmp_path):
 def test_quality_suite_on_a_step_budget_trains_ours_and_the_peer_equal_steps(tmp_path):
     quick = [o for o in SUITES["quality"][0] if not o.startswith("quality.minutes")]
     overrides = [*quick, "quality.steps=5", "quality.points=2", "quality.models=[ddpm]"]
-    run = _bench_process("quality", overrides, tmp_path)
-    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
-    data = json.loads((tmp_path / "run" / "bench" / "quality.json").read_text())
+    run, data = _bench("quality", overrides, tmp_path)
     assert data["config"]["budget"] == "steps"
     # the many silent minutes of a real run say what they are doing, with each FID as it lands
     fid = data["ddpm"]["fid"]

@@ -64,11 +64,8 @@ def _point(ecfg: EvalConfig, run_dir: Path, step: int, seconds: float) -> dict:
     entry = {"run_dir": str(run_dir), "ckpt": str(ckpt), "step": step, "result": str(result)}
     _say(f"{run_dir.name} step {step}: FID and KID of {ecfg.num_samples} samples")
     r = evaluate_checkpoint(entry, ecfg, force=True)
-    fid, floor = r.get("fid"), r.get("fid_floor")
-    _say(
-        f"{run_dir.name} step {step}: FID {'-' if fid is None else f'{fid:.1f}'} "
-        f"(floor {'-' if floor is None else f'{floor:.2f}'}), {r.get('seconds') or 0.0:.0f} s"
-    )
+    floor = "-" if r.get("fid_floor") is None else f"{r['fid_floor']:.2f}"
+    _say(f"{run_dir.name} step {step}: FID {r['fid']:.1f} (floor {floor}), {r['seconds']:.0f} s")
     keep = ("fid", "kid_mean", "fid_floor", "seconds")
     return {"step": step, "train_seconds": seconds} | {k: r.get(k) for k in keep}
 
