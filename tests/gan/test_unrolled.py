@@ -126,7 +126,7 @@ def test_unrolling_covers_more_modes_of_the_ring_at_the_same_budget():
     # The modes covered at one step are noisy (a full CI run and a run alone gave 5,2,2 and 7,7,6
     # for K = 5 at step 4,000, seeds 0-2: a GAN amplifies the host's float rounding), so compare
     # their mean over 16 evaluations (every 250 steps). Here, seeds 0-1: K = 0 swaps between 0 and
-    # 1 mode (means 0.6, 0.75); K = 5 covers all 8 at 500-1,000 steps, then 1-8 (means 6.1, 5.1).
+    # 1 mode (means 0.6, 0.75); K = 5 covers all 8 at 500-1,000 steps, then 0-8 (means 6.1, 5.1).
     for seed in range(2):
         plain = train_ring_gan(0, seed=seed)
         unrolled = train_ring_gan(5, seed=seed)
