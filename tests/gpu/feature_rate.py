@@ -1,8 +1,8 @@
-"""Feature extractor images/s on this machine's device (tests/gpu/check.sh): the staged FID
-Inception when it is staged here, else the tiny-test network (named in the output: its rate says
-nothing about Inception's). After one warm-up batch, the median of `repeats` passes.
+"""A feature extractor's images/s on this machine's device (tests/gpu/check.sh, which picks
+inception when it is staged here, else tiny-test: named in the output, as its rate says nothing
+about Inception's). After one warm-up batch, the median of `repeats` passes.
 
-    python tests/gpu/feature_rate.py [images] [resolution] [batch] [repeats]
+    python tests/gpu/feature_rate.py inception|tiny-test [images] [resolution] [batch] [repeats]
 """
 
 from __future__ import annotations
@@ -14,19 +14,17 @@ import time
 import torch
 
 from hpcgen.eval.features import build_extractor
-from hpcgen.eval.inception import CONVERTED, weights_dir
+from hpcgen.eval.inception import weights_dir
 
 
 def main() -> int:
-    given = [int(a) for a in sys.argv[1:5]]
+    if len(sys.argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    given = [int(a) for a in sys.argv[2:6]]
     images, resolution, batch, repeats = given + [2048, 64, 256, 3][len(given) :]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    staged = (weights_dir() / CONVERTED).exists()
-    name = "inception" if staged else "tiny-test"
-    if not staged:
-        print(f"[check] no staged Inception in {weights_dir()} (python launch/stage_weights.py "
-              "needs a package registry): timing the tiny-test network instead")  # fmt: skip
-    extractor = build_extractor(name, weights_dir(), device)
+    extractor = build_extractor(sys.argv[1], weights_dir(), device)
     x = torch.randint(0, 256, (images, 3, resolution, resolution), dtype=torch.uint8)
     extractor(x[:batch], batch)
     seconds = []
